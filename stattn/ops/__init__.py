@@ -1,0 +1,186 @@
+"""Public functionals: validated entry points to the registered ops.
+
+Layout everywhere: `[B, F, N, H, D]` = batch (person clips), frames, tokens per frame (joints), heads,
+head dim. q, k, v may be strided views of one packed projection `[B, F, N, 3, H, D]`.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from . import _dispatch, _library
+from .reference import (
+    grouped_attention_backward_reference,
+    grouped_attention_reference,
+    temporal_attention_backward_reference,
+    temporal_attention_reference,
+    temporal_mask,
+)
+from ..skeletons import Skeleton, normalize_groups
+
+__all__ = [
+    "temporal_attention",
+    "grouped_attention",
+    "temporal_attention_reference",
+    "grouped_attention_reference",
+    "temporal_attention_backward_reference",
+    "grouped_attention_backward_reference",
+    "temporal_mask",
+]
+
+
+def _check_qkv(op: str, q, k, v, ranks: tuple[int, ...]) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if q.dim() not in ranks:
+        want = " or ".join(f"{r}-D" for r in ranks)
+        layout = "[B, F, N, H, D]" if 5 in ranks else ""
+        extra = " or [B, N, H, D]" if 4 in ranks else ""
+        raise ValueError(f"{op}: q must be {want} {layout}{extra}, got shape {tuple(q.shape)}")
+    for name, t in (("k", k), ("v", v)):
+        if t.shape != q.shape:
+            raise ValueError(f"{op}: {name} has shape {tuple(t.shape)} but q has {tuple(q.shape)}")
+        if t.dtype != q.dtype:
+            raise ValueError(f"{op}: {name} has dtype {t.dtype} but q has {q.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but q is on {q.device}")
+    if not q.is_floating_point():
+        raise ValueError(f"{op}: inputs must be floating point, got {q.dtype}")
+    empty = [d for d, size in zip("FNHD" if q.dim() == 5 else "NHD", q.shape[1:]) if size == 0]
+    if empty:
+        raise ValueError(f"{op}: dimension(s) {', '.join(empty)} of shape {tuple(q.shape)} are empty")
+
+
+def _check_scale(op: str, scale, head_dim: int) -> float:
+    if scale is None:
+        return head_dim**-0.5
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"{op}: scale must be a finite number or None, got {scale!r}")
+    return float(scale)
+
+
+def temporal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float | None = None,
+    window: int | None = None,
+    causal: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Each token attends to itself across frames: query (f, n) sees keys (g, n) of the same index n.
+
+    Args:
+        q: `[B, F, N, H, D]` queries (any strides; packed-qkv views are not copied on the fast path).
+        k: `[B, F, N, H, D]` keys.
+        v: `[B, F, N, H, D]` values.
+        scale: score scale, default `D ** -0.5`.
+        window: query frame f sees key frames g with `|f - g| <= window`; None = all frames.
+        causal: also require `g <= f` (online video: no look-ahead).
+        backend: None (automatic), "triton" or "reference"; the env var `STATTN_BACKEND` overrides None.
+
+    Returns:
+        `[B, F, N, H, D]`, contiguous, dtype of q.
+
+    Equivalent PyTorch:
+        ```
+        s = torch.einsum("bfnhd,bgnhd->bnhfg", q, k) * scale
+        f = torch.arange(F)
+        allowed = (f[:, None] - f[None, :]).abs() <= window     # if window is not None
+        allowed &= f[:, None] >= f[None, :]                     # if causal
+        s = s.masked_fill(~allowed, float("-inf"))
+        out = torch.einsum("bnhfg,bgnhd->bfnhd", s.softmax(-1), v)
+        ```
+
+    Supported:
+        Reference: any device, float16/bfloat16/float32 (math in float32), float64; any shape.
+        Triton: CUDA, float32/float16/bfloat16, D <= 128, F <= 64, N <= 256.
+
+    Examples:
+        >>> q, k, v = torch.randn(3, 2, 5, 17, 8, 4).unbind(0)
+        >>> temporal_attention(q, k, v, window=1).shape
+        torch.Size([2, 5, 17, 8, 4])
+    """
+    op = "temporal_attention"
+    _check_qkv(op, q, k, v, (5,))
+    scale = _check_scale(op, scale, q.shape[-1])
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, numbers.Integral):
+            raise ValueError(f"{op}: window must be a non-negative int or None, got {window!r}")
+        if window < 0:
+            raise ValueError(f"{op}: window must be >= 0 (0 = each frame alone), got {window}")
+    if not isinstance(causal, bool):
+        raise ValueError(f"{op}: causal must be a bool, got {causal!r}")
+    chosen = _dispatch.choose_backend(op, q, backend)
+    if q.shape[0] == 0:
+        return (q + k + v) * 0  # empty, but keeps the autograd graph
+    w = _library.NO_WINDOW if window is None else int(window)
+    return _library.temporal_attention_op(q, k, v, scale, w, causal, chosen)
+
+
+def grouped_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    groups,
+    *,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Grouped spatial attention: inside one frame, token n attends to the tokens of its own group.
+
+    Args:
+        q: `[B, F, N, H, D]` or `[B, N, H, D]` queries (any strides).
+        k: same shape as q.
+        v: same shape as q.
+        groups: a partition of `range(N)` (sequence of index sequences; unequal sizes and singletons
+            allowed; a singleton's output is its value) or a :class:`~stattn.skeletons.Skeleton`.
+        scale: score scale, default `D ** -0.5`.
+        backend: None (automatic), "triton" or "reference"; the env var `STATTN_BACKEND` overrides None.
+
+    Returns:
+        Same shape as q, contiguous, dtype of q.
+
+    Equivalent PyTorch:
+        ```
+        group = torch.empty(N, dtype=torch.long)
+        for i, members in enumerate(groups):
+            group[list(members)] = i
+        allowed = group[:, None] == group[None, :]                # [N, N]
+        s = torch.einsum("bfnhd,bfmhd->bfhnm", q, k) * scale
+        s = s.masked_fill(~allowed, float("-inf"))
+        out = torch.einsum("bfhnm,bfmhd->bfnhd", s.softmax(-1), v)
+        ```
+
+    Supported:
+        Reference: any device, float16/bfloat16/float32 (math in float32), float64; any shape.
+        Triton: CUDA, float32/float16/bfloat16, D <= 128, F <= 64, N <= 256.
+
+    Examples:
+        >>> from stattn.skeletons import POSETRACK
+        >>> q, k, v = torch.randn(3, 2, 17, 8, 4).unbind(0)         # key frame only: [B, N, H, D]
+        >>> grouped_attention(q, k, v, POSETRACK).shape
+        torch.Size([2, 17, 8, 4])
+    """
+    op = "grouped_attention"
+    _check_qkv(op, q, k, v, (4, 5))
+    scale = _check_scale(op, scale, q.shape[-1])
+    groups = normalize_groups(groups, q.shape[-3])
+    frameless = q.dim() == 4
+    if frameless:
+        q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
+    chosen = _dispatch.choose_backend(op, q, backend)
+    if q.shape[0] == 0:
+        out = (q + k + v) * 0
+    else:
+        index = [i for g in groups for i in g]
+        sizes = [len(g) for g in groups]
+        out = _library.grouped_attention_op(q, k, v, index, sizes, scale, chosen)
+    return out.squeeze(1) if frameless else out
+
+
+Skeleton = Skeleton  # re-exported for type hints in user code

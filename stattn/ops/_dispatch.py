@@ -1,0 +1,89 @@
+"""Backend choice at call time, with readable refusal reasons (xformers' ``not_supported_reasons``).
+
+``backend=None`` (or the ``STATTN_BACKEND`` environment variable) picks Triton for CUDA tensors when
+stattn's Triton kernels import and support the shape, else the reference. Under ``TRITON_INTERPRET=1``
+Triton also runs CPU tensors, but only when asked for explicitly: the interpreter is a test tool, far
+slower than the reference. A forced backend that cannot run raises ``ValueError`` listing every reason.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ("triton", "reference")
+
+# Limits of the Triton kernels (the reference has none).
+MAX_HEAD_DIM = 128
+MAX_FRAMES = 64
+MAX_TOKENS = 256
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+_IMPORT_ERROR: dict[str, str | None] = {}
+
+
+@torch.compiler.assume_constant_result
+def triton_import_error() -> str | None:
+    """Why stattn's Triton kernels cannot be used here, or None if they can (checked once)."""
+    if "triton" not in _IMPORT_ERROR:
+        _IMPORT_ERROR["triton"] = _find_triton_error()
+    return _IMPORT_ERROR["triton"]
+
+
+def _find_triton_error() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "the triton package is not installed"
+    try:
+        from . import triton as triton_ops  # noqa: F401
+    except Exception as exc:  # pragma: no cover - depends on the installed triton
+        return f"stattn.ops.triton failed to import: {type(exc).__name__}: {exc}"
+    if not getattr(triton_ops, "AVAILABLE", False):
+        return "stattn's Triton kernels are not part of this version yet"
+    return None
+
+
+def triton_reasons(op: str, q: torch.Tensor) -> list[str]:
+    """Every reason why the Triton backend cannot run ``op`` on tensors like ``q`` ([B, F, N, H, D])."""
+    reasons = []
+    err = triton_import_error()
+    if err is not None:
+        reasons.append(err)
+    if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreter_enabled()):
+        reasons.append(f"tensors are on {q.device.type}, Triton needs cuda (or cpu with TRITON_INTERPRET=1)")
+    if q.dtype not in TRITON_DTYPES:
+        reasons.append(f"dtype {q.dtype} is not one of float32, float16, bfloat16")
+    _, frames, tokens, _, head_dim = q.shape
+    if head_dim > MAX_HEAD_DIM:
+        reasons.append(f"head dim {head_dim} > {MAX_HEAD_DIM}")
+    if frames > MAX_FRAMES:
+        reasons.append(f"{frames} frames > {MAX_FRAMES}")
+    if tokens > MAX_TOKENS:
+        reasons.append(f"{tokens} tokens per frame > {MAX_TOKENS}")
+    return reasons
+
+
+def choose_backend(op: str, q: torch.Tensor, backend: str | None) -> str:
+    """The backend that will run ``op``; raises ``ValueError`` if a forced one cannot."""
+    requested = backend or os.environ.get("STATTN_BACKEND") or None
+    if requested is not None and requested not in BACKENDS:
+        raise ValueError(f"{op}: unknown backend {requested!r}; expected one of {BACKENDS} or None")
+    if requested == "reference":
+        return "reference"
+    reasons = triton_reasons(op, q)
+    if requested == "triton":
+        if reasons:
+            raise ValueError(f"{op}: backend 'triton' cannot run this call: " + "; ".join(reasons))
+        return "triton"
+    # automatic: Triton only for real GPUs; the interpreter is opt-in
+    return "triton" if not reasons and q.device.type == "cuda" else "reference"
+
+
+def describe(op: str, q: torch.Tensor) -> tuple[str, list[str]]:
+    """(backend picked by default, reasons Triton was not) for ``python -m stattn.info``."""
+    return choose_backend(op, q, None), triton_reasons(op, q)

@@ -1,0 +1,215 @@
+"""Pure-PyTorch reference of every stattn op: the specification, and the CPU path.
+
+Local attention here means very short sequences (3-64 keys) with tiny heads (often 4 dims), batched by
+the tens of thousands. Reshaping them into a dense batch for ``q @ k.T`` spends most of the time in
+permute copies and per-matrix overhead, so the reference never permutes. It loops over the few key
+positions instead and turns every reduction over a head's dims into one thin GEMM against a 0/1
+head-indicator matrix ``R [C, H]`` (``C = H * D``):
+
+    scores_j = ((q * k_j).view(-1, C) @ R) * scale        # [..., H], all queries against key j
+    out      = sum_j (p_j @ R.T) * v_j                     # broadcast each head's weight over its dims
+
+Every step is a large contiguous elementwise op or GEMM, which is what a CPU does well. The math runs
+in float32 (float64 stays float64) and the result is cast back to the input dtype. Everything here is
+differentiable by autograd; the explicit backward functions give the gradients in closed form (the
+registered ops use those, as the Triton backward will).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import torch
+
+__all__ = [
+    "temporal_attention_reference",
+    "temporal_attention_backward_reference",
+    "grouped_attention_reference",
+    "grouped_attention_backward_reference",
+    "temporal_mask",
+]
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@functools.lru_cache(maxsize=64)
+def _head_indicator(heads: int, head_dim: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """``R [H * D, H]`` with ``R[h * D + d, h] = 1``: summing a head's dims is ``x @ R``."""
+    eye = torch.eye(heads, dtype=dtype, device=device)
+    return eye.repeat_interleave(head_dim, dim=0)
+
+
+def temporal_mask(frames: int, window: int | None, causal: bool, device=None) -> torch.Tensor | None:
+    """``[F, F]`` bool, ``mask[f, g]`` = query frame f may attend key frame g; None = all allowed."""
+    if (window is None or window >= frames - 1) and not causal:
+        return None
+    f = torch.arange(frames, device=device)
+    diff = f[:, None] - f[None, :]
+    allowed = torch.ones(frames, frames, dtype=torch.bool, device=device)
+    if window is not None:
+        allowed &= diff.abs() <= window
+    if causal:
+        allowed &= diff >= 0
+    return allowed
+
+
+def _attend(q, k, v, scale: float, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention along dim 1 of ``[P, L, Q, H, D]`` tensors (P, Q are batch dims).
+
+    ``mask [L, L]`` (query, key) bool or None. Returns ``[P, L, Q, H, D]`` in the compute dtype.
+    Every query attends at least to itself under the masks stattn builds, so no row is empty.
+    """
+    P, L, Q, H, D = q.shape
+    C = H * D
+    R = _head_indicator(H, D, q.dtype, str(q.device))
+    qc, kc, vc = (t.reshape(P, -1, Q, C) for t in (q, k, v))
+    s = torch.stack([(qc * kc[:, j : j + 1]).reshape(-1, C) @ R for j in range(L)])  # [Lk, P*Lq*Q, H]
+    s = s.view(L, P, L, Q, H) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask.t().reshape(L, 1, L, 1, 1), float("-inf"))
+    p = torch.softmax(s, dim=0)
+    out = None
+    for j in range(L):
+        term = (p[j].reshape(-1, H) @ R.t()).view(P, L, Q, C) * vc[:, j : j + 1]
+        out = term if out is None else out + term
+    return out.view(P, L, Q, H, D)
+
+
+def _attend_backward(grad, q, k, v, scale: float, mask: torch.Tensor | None):
+    """Closed-form gradients of :func:`_attend`: P = softmax(S), dS = P * (dP - rowsum(P * dP))."""
+    P, L, Q, H, D = q.shape
+    C = H * D
+    R = _head_indicator(H, D, q.dtype, str(q.device))
+    qc, kc, vc, gc = (t.reshape(P, -1, Q, C) for t in (q, k, v, grad))
+    s = torch.stack([(qc * kc[:, j : j + 1]).reshape(-1, C) @ R for j in range(L)])
+    s = s.view(L, P, L, Q, H) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask.t().reshape(L, 1, L, 1, 1), float("-inf"))
+    p = torch.softmax(s, dim=0)
+    dp = torch.stack([(gc * vc[:, j : j + 1]).reshape(-1, C) @ R for j in range(L)]).view(L, P, L, Q, H)
+    ds = p * (dp - (p * dp).sum(0, keepdim=True)) * scale
+    dq = None
+    dk, dv = [], []
+    for j in range(L):
+        ds_j = (ds[j].reshape(-1, H) @ R.t()).view(P, L, Q, C)
+        p_j = (p[j].reshape(-1, H) @ R.t()).view(P, L, Q, C)
+        term = ds_j * kc[:, j : j + 1]
+        dq = term if dq is None else dq + term
+        dk.append((ds_j * qc).sum(1))
+        dv.append((p_j * gc).sum(1))
+    shape = (P, L, Q, H, D)
+    return dq.view(shape), torch.stack(dk, 1).view(shape), torch.stack(dv, 1).view(shape)
+
+
+def temporal_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None = None,
+    window: int | None = None,
+    causal: bool = False,
+) -> torch.Tensor:
+    """Temporal attention: token n of frame f attends to token n of the allowed frames.
+
+    Args:
+        q, k, v: `[B, F, N, H, D]`, any strides.
+        scale: score scale; default `D ** -0.5`.
+        window: query frame f sees key frames with `|f - g| <= window`; None = all frames.
+        causal: also require `g <= f`.
+
+    Returns:
+        `[B, F, N, H, D]` in the dtype of `q`, contiguous.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    cd = _compute_dtype(q.dtype)
+    mask = temporal_mask(q.shape[1], window, causal, q.device)
+    out = _attend(q.to(cd), k.to(cd), v.to(cd), scale, mask)
+    return out.to(q.dtype).contiguous()
+
+
+def temporal_attention_backward_reference(grad, q, k, v, scale=None, window=None, causal=False):
+    """Gradients `(dq, dk, dv)` of :func:`temporal_attention_reference`, each `[B, F, N, H, D]`."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    cd = _compute_dtype(q.dtype)
+    mask = temporal_mask(q.shape[1], window, causal, q.device)
+    grads = _attend_backward(grad.to(cd), q.to(cd), k.to(cd), v.to(cd), scale, mask)
+    return tuple(g.to(t.dtype).contiguous() for g, t in zip(grads, (q, k, v)))
+
+
+@functools.lru_cache(maxsize=64)
+def _group_tables(group_index: tuple[int, ...], group_sizes: tuple[int, ...], device: str):
+    """Groups bucketed by size: ``[(size, idx)]`` with ``idx [size * K]`` member-major.
+
+    Gathering tokens with ``idx`` and viewing them as ``[..., size, K, ...]`` puts the K groups of one
+    size side by side and their members along one axis, so a whole bucket is one dense attention.
+    """
+    groups, start = [], 0
+    for size in group_sizes:
+        groups.append(group_index[start : start + size])
+        start += size
+    buckets = []
+    for size in sorted(set(group_sizes)):
+        members = [g for g in groups if len(g) == size]
+        idx = [g[j] for j in range(size) for g in members]
+        buckets.append((size, torch.tensor(idx, dtype=torch.long, device=device)))
+    return tuple(buckets)
+
+
+def _grouped_apply(fn, tensors: Sequence[torch.Tensor], group_index, group_sizes, n_out: int):
+    """Run ``fn`` on each size bucket of ``[B, F, N, H, D]`` tensors and scatter back into N."""
+    B, F, N, H, D = tensors[0].shape
+    outs = [torch.empty(B, F, N, H, D, dtype=tensors[0].dtype, device=tensors[0].device) for _ in range(n_out)]
+    for size, idx in _group_tables(tuple(group_index), tuple(group_sizes), str(tensors[0].device)):
+        K = idx.numel() // size
+        gathered = [t.index_select(2, idx).view(B * F, size, K, H, D) for t in tensors]
+        results = fn(size, gathered)
+        for out, res in zip(outs, results):
+            out.index_copy_(2, idx, res.reshape(B, F, size * K, H, D))
+    return outs
+
+
+def grouped_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    group_index: Sequence[int],
+    group_sizes: Sequence[int],
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Grouped spatial attention: token n attends to the tokens of its own group in the same frame.
+
+    Args:
+        q, k, v: `[B, F, N, H, D]`, any strides.
+        group_index: the groups concatenated, a permutation of `range(N)`.
+        group_sizes: length of each group in `group_index` (a singleton's output is its value).
+        scale: score scale; default `D ** -0.5`.
+
+    Returns:
+        `[B, F, N, H, D]` in the dtype of `q`, contiguous.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    cd = _compute_dtype(q.dtype)
+
+    def bucket(size, t):
+        # softmax over a single key is exactly 1: a singleton's output is its value
+        return (t[2],) if size == 1 else (_attend(t[0], t[1], t[2], scale, None),)
+
+    (out,) = _grouped_apply(bucket, [q.to(cd), k.to(cd), v.to(cd)], group_index, group_sizes, 1)
+    return out.to(q.dtype)
+
+
+def grouped_attention_backward_reference(grad, q, k, v, group_index, group_sizes, scale=None):
+    """Gradients `(dq, dk, dv)` of :func:`grouped_attention_reference`, each `[B, F, N, H, D]`."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    cd = _compute_dtype(q.dtype)
+
+    def bucket(size, t):
+        if size == 1:
+            return torch.zeros_like(t[1]), torch.zeros_like(t[2]), t[0]
+        return _attend_backward(t[0], t[1], t[2], t[3], scale, None)
+
+    tensors = [grad.to(cd), q.to(cd), k.to(cd), v.to(cd)]
+    grads = _grouped_apply(bucket, tensors, group_index, group_sizes, 3)
+    return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v)))
