@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Sequence
 
 import torch
 
@@ -70,6 +71,7 @@ def temporal_attention(
     scale: float | None = None,
     window: int | None = None,
     causal: bool = False,
+    query_frames: int | Sequence[int] | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
     """Each token attends to itself across frames: query (f, n) sees keys (g, n) of the same index n.
@@ -81,10 +83,14 @@ def temporal_attention(
         scale: score scale, default `D ** -0.5`.
         window: query frame f sees key frames g with `|f - g| <= window`; None = all frames.
         causal: also require `g <= f` (online video: no look-ahead).
+        query_frames: compute only these query frames (an index, negative allowed, or a sequence of
+            them, returned in increasing order); keys still cover every allowed frame. The last STD
+            layer needs only the key frame: `query_frames=key` does F times less work there.
         backend: None (automatic), "triton" or "reference"; the env var `STATTN_BACKEND` overrides None.
 
     Returns:
-        `[B, F, N, H, D]`, contiguous, dtype of q.
+        `[B, Fq, N, H, D]`, contiguous, dtype of q; `Fq = F`, or the number of query frames (an int
+        `query_frames` keeps the frame axis, of length 1).
 
     Equivalent PyTorch:
         ```
@@ -115,11 +121,31 @@ def temporal_attention(
             raise ValueError(f"{op}: window must be >= 0 (0 = each frame alone), got {window}")
     if not isinstance(causal, bool):
         raise ValueError(f"{op}: causal must be a bool, got {causal!r}")
+    frames = _check_query_frames(op, query_frames, q.shape[1])
     chosen = _dispatch.choose_backend(op, q, backend)
     if q.shape[0] == 0:
-        return (q + k + v) * 0  # empty, but keeps the autograd graph
+        out = (q + k + v) * 0  # empty, but keeps the autograd graph
+        return out if frames is None else out[:, frames]
     w = _library.NO_WINDOW if window is None else int(window)
-    return _library.temporal_attention_op(q, k, v, scale, w, causal, chosen)
+    return _library.temporal_attention_op(q, k, v, scale, w, causal, frames or [], chosen)
+
+
+def _check_query_frames(op: str, query_frames, num_frames: int) -> list[int] | None:
+    """Normalise to sorted unique non-negative indices; None when every frame is a query."""
+    if query_frames is None:
+        return None
+    items = [query_frames] if isinstance(query_frames, numbers.Integral) else query_frames
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or len(items) == 0:
+        raise ValueError(f"{op}: query_frames must be an int or a non-empty sequence of ints, got {query_frames!r}")
+    frames = set()
+    for f in items:
+        if isinstance(f, bool) or not isinstance(f, numbers.Integral):
+            raise ValueError(f"{op}: query_frames holds {f!r}, which is not an integer frame index")
+        if not -num_frames <= f < num_frames:
+            raise ValueError(f"{op}: query frame {f} is out of range for {num_frames} frames")
+        frames.add(int(f) % num_frames)
+    frames = sorted(frames)
+    return None if frames == list(range(num_frames)) else frames
 
 
 def grouped_attention(

@@ -24,6 +24,11 @@ def _window(window: int) -> int | None:
     return None if window == _NO_WINDOW else window
 
 
+def _frames(query_frames: Sequence[int]) -> list[int] | None:
+    """The op passes query frames as a list; empty means all frames."""
+    return list(query_frames) if len(query_frames) else None
+
+
 def _triton():
     from . import triton as triton_ops  # lazy: Triton is optional and slow to import
 
@@ -33,41 +38,54 @@ def _triton():
 # --------------------------------------------------------------------------------------- temporal
 @torch.library.custom_op("stattn::temporal_attention", mutates_args=())
 def _temporal_attention_op(
-    q: Tensor, k: Tensor, v: Tensor, scale: float, window: int, causal: bool, backend: str
+    q: Tensor, k: Tensor, v: Tensor, scale: float, window: int, causal: bool, query_frames: Sequence[int], backend: str
 ) -> Tensor:
+    args = (scale, _window(window), causal, _frames(query_frames))
     if backend == "triton":
-        return _triton().temporal_attention_fwd(q, k, v, scale, _window(window), causal)
-    return reference.temporal_attention_reference(q, k, v, scale, _window(window), causal)
+        return _triton().temporal_attention_fwd(q, k, v, *args)
+    return reference.temporal_attention_reference(q, k, v, *args)
 
 
 @_temporal_attention_op.register_fake
-def _(q, k, v, scale, window, causal, backend):
-    return q.new_empty(q.shape)
+def _(q, k, v, scale, window, causal, query_frames, backend):
+    B, F, N, H, D = q.shape
+    return q.new_empty(B, len(query_frames) or F, N, H, D)
 
 
 @torch.library.custom_op("stattn::temporal_attention_backward", mutates_args=())
 def _temporal_attention_backward_op(
-    grad: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: float, window: int, causal: bool, backend: str
+    grad: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    scale: float,
+    window: int,
+    causal: bool,
+    query_frames: Sequence[int],
+    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    args = (scale, _window(window), causal, _frames(query_frames))
     if backend == "triton":
-        return _triton().temporal_attention_bwd(grad, q, k, v, scale, _window(window), causal)
-    return reference.temporal_attention_backward_reference(grad, q, k, v, scale, _window(window), causal)
+        return _triton().temporal_attention_bwd(grad, q, k, v, *args)
+    return reference.temporal_attention_backward_reference(grad, q, k, v, *args)
 
 
 @_temporal_attention_backward_op.register_fake
-def _(grad, q, k, v, scale, window, causal, backend):
+def _(grad, q, k, v, scale, window, causal, query_frames, backend):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _temporal_setup(ctx, inputs, output):
-    q, k, v, ctx.scale, ctx.window, ctx.causal, ctx.backend = inputs
+    q, k, v, ctx.scale, ctx.window, ctx.causal, ctx.query_frames, ctx.backend = inputs
     ctx.save_for_backward(q, k, v)
 
 
 def _temporal_backward(ctx, grad):
     q, k, v = ctx.saved_tensors
-    dq, dk, dv = _temporal_attention_backward_op(grad, q, k, v, ctx.scale, ctx.window, ctx.causal, ctx.backend)
-    return dq, dk, dv, None, None, None, None
+    dq, dk, dv = _temporal_attention_backward_op(
+        grad, q, k, v, ctx.scale, ctx.window, ctx.causal, ctx.query_frames, ctx.backend
+    )
+    return dq, dk, dv, None, None, None, None, None
 
 
 _temporal_attention_op.register_autograd(_temporal_backward, setup_context=_temporal_setup)

@@ -56,51 +56,62 @@ def temporal_mask(frames: int, window: int | None, causal: bool, device=None) ->
 
 
 def _attend(q, k, v, scale: float, mask: torch.Tensor | None) -> torch.Tensor:
-    """Attention along dim 1 of ``[P, L, Q, H, D]`` tensors (P, Q are batch dims).
+    """Attention along dim 1: queries ``q [P, Lq, Q, H, D]`` against keys/values ``[P, Lk, Q, H, D]``.
 
-    ``mask [L, L]`` (query, key) bool or None. Returns ``[P, L, Q, H, D]`` in the compute dtype.
-    Every query attends at least to itself under the masks stattn builds, so no row is empty.
+    P and Q are batch dims. ``mask [Lq, Lk]`` bool (True = allowed) or None. Returns
+    ``[P, Lq, Q, H, D]`` in the compute dtype. Every query keeps at least one key under the masks
+    stattn builds (itself), so no softmax row is empty.
     """
-    P, L, Q, H, D = q.shape
-    C = H * D
+    P, Lq, Q, H, D = q.shape
+    Lk, C = k.shape[1], H * D
     R = _head_indicator(H, D, q.dtype, str(q.device))
     qc, kc, vc = (t.reshape(P, -1, Q, C) for t in (q, k, v))
-    s = torch.stack([(qc * kc[:, j : j + 1]).reshape(-1, C) @ R for j in range(L)])  # [Lk, P*Lq*Q, H]
-    s = s.view(L, P, L, Q, H) * scale
+    s = torch.stack([(qc * kc[:, j : j + 1]).reshape(-1, C) @ R for j in range(Lk)])  # [Lk, P*Lq*Q, H]
+    s = s.view(Lk, P, Lq, Q, H) * scale
     if mask is not None:
-        s = s.masked_fill(~mask.t().reshape(L, 1, L, 1, 1), float("-inf"))
+        s = s.masked_fill(~mask.t().reshape(Lk, 1, Lq, 1, 1), float("-inf"))
     p = torch.softmax(s, dim=0)
     out = None
-    for j in range(L):
-        term = (p[j].reshape(-1, H) @ R.t()).view(P, L, Q, C) * vc[:, j : j + 1]
+    for j in range(Lk):
+        term = (p[j].reshape(-1, H) @ R.t()).view(P, Lq, Q, C) * vc[:, j : j + 1]
         out = term if out is None else out + term
-    return out.view(P, L, Q, H, D)
+    return out.view(P, Lq, Q, H, D)
 
 
 def _attend_backward(grad, q, k, v, scale: float, mask: torch.Tensor | None):
     """Closed-form gradients of :func:`_attend`: P = softmax(S), dS = P * (dP - rowsum(P * dP))."""
-    P, L, Q, H, D = q.shape
-    C = H * D
+    P, Lq, Q, H, D = q.shape
+    Lk, C = k.shape[1], H * D
     R = _head_indicator(H, D, q.dtype, str(q.device))
     qc, kc, vc, gc = (t.reshape(P, -1, Q, C) for t in (q, k, v, grad))
-    s = torch.stack([(qc * kc[:, j : j + 1]).reshape(-1, C) @ R for j in range(L)])
-    s = s.view(L, P, L, Q, H) * scale
+    s = torch.stack([(qc * kc[:, j : j + 1]).reshape(-1, C) @ R for j in range(Lk)])
+    s = s.view(Lk, P, Lq, Q, H) * scale
     if mask is not None:
-        s = s.masked_fill(~mask.t().reshape(L, 1, L, 1, 1), float("-inf"))
+        s = s.masked_fill(~mask.t().reshape(Lk, 1, Lq, 1, 1), float("-inf"))
     p = torch.softmax(s, dim=0)
-    dp = torch.stack([(gc * vc[:, j : j + 1]).reshape(-1, C) @ R for j in range(L)]).view(L, P, L, Q, H)
+    dp = torch.stack([(gc * vc[:, j : j + 1]).reshape(-1, C) @ R for j in range(Lk)]).view(Lk, P, Lq, Q, H)
     ds = p * (dp - (p * dp).sum(0, keepdim=True)) * scale
     dq = None
     dk, dv = [], []
-    for j in range(L):
-        ds_j = (ds[j].reshape(-1, H) @ R.t()).view(P, L, Q, C)
-        p_j = (p[j].reshape(-1, H) @ R.t()).view(P, L, Q, C)
+    for j in range(Lk):
+        ds_j = (ds[j].reshape(-1, H) @ R.t()).view(P, Lq, Q, C)
+        p_j = (p[j].reshape(-1, H) @ R.t()).view(P, Lq, Q, C)
         term = ds_j * kc[:, j : j + 1]
         dq = term if dq is None else dq + term
         dk.append((ds_j * qc).sum(1))
         dv.append((p_j * gc).sum(1))
-    shape = (P, L, Q, H, D)
-    return dq.view(shape), torch.stack(dk, 1).view(shape), torch.stack(dv, 1).view(shape)
+    kv_shape = (P, Lk, Q, H, D)
+    return dq.view(P, Lq, Q, H, D), torch.stack(dk, 1).view(kv_shape), torch.stack(dv, 1).view(kv_shape)
+
+
+def _query_rows(q, query_frames, mask):
+    """Select the query frames of ``q`` and the matching mask rows (all frames when None)."""
+    if query_frames is None:
+        return q, mask
+    frames = q.shape[1]
+    mask = torch.ones(frames, frames, dtype=torch.bool, device=q.device) if mask is None else mask
+    idx = torch.as_tensor(list(query_frames), dtype=torch.long, device=q.device)
+    return q.index_select(1, idx), mask.index_select(0, idx)
 
 
 def temporal_attention_reference(
@@ -110,6 +121,7 @@ def temporal_attention_reference(
     scale: float | None = None,
     window: int | None = None,
     causal: bool = False,
+    query_frames: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Temporal attention: token n of frame f attends to token n of the allowed frames.
 
@@ -118,24 +130,34 @@ def temporal_attention_reference(
         scale: score scale; default `D ** -0.5`.
         window: query frame f sees key frames with `|f - g| <= window`; None = all frames.
         causal: also require `g <= f`.
+        query_frames: sorted frame indices whose outputs are computed; None = all F.
 
     Returns:
-        `[B, F, N, H, D]` in the dtype of `q`, contiguous.
+        `[B, Fq, N, H, D]` in the dtype of `q`, contiguous (`Fq = len(query_frames)` or F).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     cd = _compute_dtype(q.dtype)
     mask = temporal_mask(q.shape[1], window, causal, q.device)
-    out = _attend(q.to(cd), k.to(cd), v.to(cd), scale, mask)
+    qs, mask = _query_rows(q, query_frames, mask)
+    out = _attend(qs.to(cd), k.to(cd), v.to(cd), scale, mask)
     return out.to(q.dtype).contiguous()
 
 
-def temporal_attention_backward_reference(grad, q, k, v, scale=None, window=None, causal=False):
-    """Gradients `(dq, dk, dv)` of :func:`temporal_attention_reference`, each `[B, F, N, H, D]`."""
+def temporal_attention_backward_reference(grad, q, k, v, scale=None, window=None, causal=False, query_frames=None):
+    """Gradients `(dq, dk, dv)` of :func:`temporal_attention_reference`, each `[B, F, N, H, D]`.
+
+    ``grad`` is `[B, Fq, N, H, D]`; dq is zero on frames that are not query frames.
+    """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     cd = _compute_dtype(q.dtype)
     mask = temporal_mask(q.shape[1], window, causal, q.device)
-    grads = _attend_backward(grad.to(cd), q.to(cd), k.to(cd), v.to(cd), scale, mask)
-    return tuple(g.to(t.dtype).contiguous() for g, t in zip(grads, (q, k, v)))
+    qs, mask = _query_rows(q, query_frames, mask)
+    dq, dk, dv = _attend_backward(grad.to(cd), qs.to(cd), k.to(cd), v.to(cd), scale, mask)
+    if query_frames is not None:
+        full = dq.new_zeros(q.shape)
+        full[:, list(query_frames)] = dq
+        dq = full
+    return tuple(g.to(t.dtype).contiguous() for g, t in zip((dq, dk, dv), (q, k, v)))
 
 
 @functools.lru_cache(maxsize=64)

@@ -26,6 +26,9 @@ def _qkv(*shape, **kw):
         (lambda q, k, v: stattn.temporal_attention(q, k, v, backend="cuda"), "unknown backend"),
         (lambda q, k, v: stattn.temporal_attention(q, k, v.tolist(), backend="cuda"), "v must be a torch.Tensor"),
         (lambda q, k, v: stattn.temporal_attention(q[:, :0], k[:, :0], v[:, :0]), "dimension(s) F"),
+        (lambda q, k, v: stattn.temporal_attention(q, k, v, query_frames=3), "query frame 3 is out of range"),
+        (lambda q, k, v: stattn.temporal_attention(q, k, v, query_frames=[]), "non-empty sequence"),
+        (lambda q, k, v: stattn.temporal_attention(q, k, v, query_frames=[0.5]), "not an integer frame"),
         (lambda q, k, v: stattn.grouped_attention(q, k, v, [[0, 1], [1, 2, 3, 4]]), "token 1 appears in"),
         (lambda q, k, v: stattn.grouped_attention(q, k, v, [[0, 1], [2, 3]]), "tokens [4] are in no group"),
         (lambda q, k, v: stattn.grouped_attention(q, k, v, [[0, 1, 5], [2, 3, 4]]), "index 5, outside"),
@@ -117,12 +120,15 @@ def test_opcheck(packed):
     if packed:  # opcheck needs leaf inputs; test packed views through a leaf parent
         base = torch.randn(2, 3, 5, 3, 2, 4, requires_grad=True)
         q, k, v = base.unbind(3)
-    opcheck(torch.ops.stattn.temporal_attention.default, (q, k, v, 0.5, 1, True, "reference"))
+    opcheck(torch.ops.stattn.temporal_attention.default, (q, k, v, 0.5, 1, True, [], "reference"))
+    opcheck(torch.ops.stattn.temporal_attention.default, (q, k, v, 0.5, -1, False, [0, 2], "reference"))
     opcheck(torch.ops.stattn.grouped_attention.default, (q, k, v, [0, 2, 1, 3, 4], [2, 1, 2], 0.5, "reference"))
     grad = torch.randn(q.shape)
     args = (grad, q.detach(), k.detach(), v.detach())
-    opcheck(torch.ops.stattn.temporal_attention_backward.default, (*args, 0.5, -1, False, "reference"))
+    opcheck(torch.ops.stattn.temporal_attention_backward.default, (*args, 0.5, -1, False, [], "reference"))
     opcheck(torch.ops.stattn.grouped_attention_backward.default, (*args, [0, 1, 2, 3, 4], [5], 0.5, "reference"))
+    args = (grad[:, :1], q.detach(), k.detach(), v.detach())
+    opcheck(torch.ops.stattn.temporal_attention_backward.default, (*args, 0.5, 1, True, [2], "reference"))
 
 
 def test_compile_fullgraph_forward_and_backward():
@@ -138,3 +144,24 @@ def test_compile_fullgraph_forward_and_backward():
     assert_close(eager, compiled, 1e-6)
     for a, b in zip(eager_grads, compiled_grads):
         assert_close(a, b, 1e-6)
+
+
+@pytest.mark.parametrize("query_frames,rows", [(1, [1]), (-1, [3]), ([3, 0, 3], [0, 3]), ([0, 1, 2, 3], [0, 1, 2, 3])])
+def test_query_frames_compute_the_selected_rows(query_frames, rows):
+    q, k, v = (t.detach().requires_grad_() for t in make_inputs(2, 4, 5, 2, 4, dtype=torch.float64, seed=8))
+    full = stattn.temporal_attention(q, k, v, window=2, causal=True)
+    part = stattn.temporal_attention(q, k, v, window=2, causal=True, query_frames=query_frames)
+    assert part.shape == (2, len(rows), 5, 2, 4)
+    assert_close(full[:, rows], part)
+    grad = torch.randn(part.shape, dtype=torch.float64)
+    expected = torch.autograd.grad(full[:, rows], (q, k, v), grad)
+    got = torch.autograd.grad(part, (q, k, v), grad)
+    for e, g in zip(expected, got):
+        assert_close(e, g)
+    assert stattn.temporal_attention(q[:0], k[:0], v[:0], query_frames=query_frames).shape[1] == len(rows)
+
+
+def test_query_frames_gradcheck():
+    q, k, v = (t.detach().requires_grad_() for t in make_inputs(1, 4, 3, 2, 3, dtype=torch.float64, seed=9))
+    fn = lambda q, k, v: stattn.temporal_attention(q, k, v, window=1, query_frames=[1, 2])  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-8)
