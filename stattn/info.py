@@ -44,9 +44,11 @@ def report() -> str:
     for device in devices:
         probe = torch.empty(_PROBE_SHAPE, device=device)
         for op in OPS:
-            chosen, reasons = _dispatch.describe(op, probe)
-            why = "" if chosen == "triton" else f"  (Triton not used: {'; '.join(reasons) or 'interpreter is opt-in on CPU'})"
-            lines.append(f"  {op:<20} {device:<5} -> {chosen}{why}")
+            chosen, refusals = _dispatch.describe(op, probe)
+            lines.append(f"  {op:<20} {device:<5} -> {chosen}")
+            for backend, reasons in refusals.items():
+                if backend != chosen and reasons:
+                    lines.append(f"      not {backend}: {'; '.join(reasons)}")
     return "\n".join(lines)
 
 

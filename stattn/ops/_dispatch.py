@@ -1,9 +1,12 @@
 """Backend choice at call time, with readable refusal reasons (xformers' ``not_supported_reasons``).
 
+Backends: ``"triton"`` (fused kernels, CUDA), ``"native"`` (C forward kernels for float32 on CPU,
+compiled on first use; backward = the reference's closed form) and ``"reference"`` (pure PyTorch).
 ``backend=None`` (or the ``STATTN_BACKEND`` environment variable) picks Triton for CUDA tensors when
-stattn's Triton kernels import and support the shape, else the reference. Under ``TRITON_INTERPRET=1``
-Triton also runs CPU tensors, but only when asked for explicitly: the interpreter is a test tool, far
-slower than the reference. A forced backend that cannot run raises ``ValueError`` listing every reason.
+stattn's Triton kernels import and support the shape, native for float32 CPU tensors when a C
+compiler is available, else the reference. Under ``TRITON_INTERPRET=1`` Triton also runs CPU tensors,
+but only when asked for explicitly: the interpreter is a test tool, far slower than the others. A
+forced backend that cannot run raises ``ValueError`` listing every reason.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import os
 
 import torch
 
-BACKENDS = ("triton", "reference")
+BACKENDS = ("triton", "native", "reference")
 
 # Limits of the Triton kernels (the reference has none).
 MAX_HEAD_DIM = 128
@@ -68,22 +71,35 @@ def triton_reasons(op: str, q: torch.Tensor) -> list[str]:
     return reasons
 
 
+def native_reasons(op: str, q: torch.Tensor) -> list[str]:
+    """Every reason the native CPU backend cannot run ``op`` on tensors like ``q``."""
+    from . import native
+
+    return native.reasons(q)
+
+
+def reasons(backend: str, op: str, q: torch.Tensor) -> list[str]:
+    return {"triton": triton_reasons, "native": native_reasons}[backend](op, q) if backend != "reference" else []
+
+
 def choose_backend(op: str, q: torch.Tensor, backend: str | None) -> str:
     """The backend that will run ``op``; raises ``ValueError`` if a forced one cannot."""
     requested = backend or os.environ.get("STATTN_BACKEND") or None
     if requested is not None and requested not in BACKENDS:
         raise ValueError(f"{op}: unknown backend {requested!r}; expected one of {BACKENDS} or None")
-    if requested == "reference":
-        return "reference"
-    reasons = triton_reasons(op, q)
-    if requested == "triton":
-        if reasons:
-            raise ValueError(f"{op}: backend 'triton' cannot run this call: " + "; ".join(reasons))
+    if requested is not None:
+        refused = reasons(requested, op, q)
+        if refused:
+            raise ValueError(f"{op}: backend {requested!r} cannot run this call: " + "; ".join(refused))
+        return requested
+    # automatic: Triton only for real GPUs (the interpreter is opt-in), native for CPU float32
+    if q.device.type == "cuda" and not triton_reasons(op, q):
         return "triton"
-    # automatic: Triton only for real GPUs; the interpreter is opt-in
-    return "triton" if not reasons and q.device.type == "cuda" else "reference"
+    if q.device.type == "cpu" and not native_reasons(op, q):
+        return "native"
+    return "reference"
 
 
-def describe(op: str, q: torch.Tensor) -> tuple[str, list[str]]:
-    """(backend picked by default, reasons Triton was not) for ``python -m stattn.info``."""
-    return choose_backend(op, q, None), triton_reasons(op, q)
+def describe(op: str, q: torch.Tensor) -> tuple[str, dict[str, list[str]]]:
+    """(backend picked by default, {backend: reasons it cannot run}) for ``python -m stattn.info``."""
+    return choose_backend(op, q, None), {b: reasons(b, op, q) for b in BACKENDS}

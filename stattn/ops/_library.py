@@ -3,7 +3,8 @@
 Each op is an opaque ``custom_op`` (so ``torch.compile(fullgraph=True)`` and ``opcheck`` work on every
 device, Triton interpreter included) with a fake implementation, an autograd formula that calls the
 matching ``*_backward`` op, and a ``backend`` string argument chosen by the public functional. The
-implementation runs the pure-PyTorch reference unless the Triton backend was chosen.
+implementation runs the chosen backend: Triton, native (CPU forward; its backward is the
+reference's) or the pure-PyTorch reference.
 
 Masks travel as plain ints/lists (``window`` with -1 for "all frames", the groups flattened), which
 ``torch.compile`` treats as constants: no dense mask tensor exists anywhere.
@@ -35,6 +36,12 @@ def _triton():
     return triton_ops
 
 
+def _native():
+    from . import native
+
+    return native
+
+
 # --------------------------------------------------------------------------------------- temporal
 @torch.library.custom_op("stattn::temporal_attention", mutates_args=())
 def _temporal_attention_op(
@@ -43,6 +50,10 @@ def _temporal_attention_op(
     args = (scale, _window(window), causal, _frames(query_frames))
     if backend == "triton":
         return _triton().temporal_attention_fwd(q, k, v, *args)
+    if backend == "native":
+        out = _native().temporal_attention_fwd(q, k, v, *args)
+        if out is not None:  # None: the kernel failed to build; the reason is recorded for the dispatcher
+            return out
     return reference.temporal_attention_reference(q, k, v, *args)
 
 
@@ -98,6 +109,10 @@ def _grouped_attention_op(
 ) -> Tensor:
     if backend == "triton":
         return _triton().grouped_attention_fwd(q, k, v, group_index, group_sizes, scale)
+    if backend == "native":
+        out = _native().grouped_attention_fwd(q, k, v, group_index, group_sizes, scale)
+        if out is not None:
+            return out
     return reference.grouped_attention_reference(q, k, v, group_index, group_sizes, scale)
 
 

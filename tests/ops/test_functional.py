@@ -95,9 +95,11 @@ def test_skeleton_and_groups_agree():
     assert torch.equal(a, b)
 
 
-def test_reference_is_chosen_on_cpu_and_triton_refusal_lists_reasons(monkeypatch):
+def test_cpu_default_and_triton_refusal_lists_reasons(monkeypatch):
     q, k, v = make_inputs(1, 2, 3, 1, 4)
-    assert _dispatch.choose_backend("temporal_attention", q, None) == "reference"
+    expected = "native" if not _dispatch.native_reasons("temporal_attention", q) else "reference"
+    assert _dispatch.choose_backend("temporal_attention", q, None) == expected
+    assert _dispatch.choose_backend("temporal_attention", q.double(), None) == "reference"
     with pytest.raises(ValueError, match="backend 'triton' cannot run") as info:
         stattn.temporal_attention(q.double(), k.double(), v.double(), backend="triton")
     assert "float64" in str(info.value)

@@ -1,0 +1,186 @@
+"""Native CPU forward kernels (``kernels.c``), compiled on first use with the system C compiler.
+
+Why: on a CPU the reference spends its time in ~20 full passes over memory (one per key position and
+step), where one pass per sequence would do. A tiny C kernel does the whole softmax per sequence in
+cache. It is compiled once per (heads, head dim), the way Triton specialises a kernel on constexprs,
+into ``$STATTN_CACHE_DIR`` (default ``~/.cache/stattn``), atomically, and loaded with ctypes (calls
+release the GIL). Built with ``-fopenmp``, the kernel binds to the OpenMP runtime torch already loaded
+(same soname), so its loops run on torch's threads and honour ``torch.set_num_threads``; a compiler
+without OpenMP gets a serial build. No compiler, or a failed build, means the reference runs instead
+(``reasons()`` says why; so does ``python -m stattn.info``).
+
+Forward only, float32 only: the backward of this backend is the reference's closed form.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("kernels.c")
+_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC"]
+MAX_CHANNELS = 4096  # H * D; scratch is malloc'ed, this only bounds the per-sequence buffers
+_LOCK = threading.Lock()
+_LIBS: dict[tuple[int, int], ctypes.CDLL | None] = {}
+_ERRORS: dict[tuple[int, int], str] = {}
+_I64 = ctypes.c_int64
+_P = ctypes.c_void_p
+
+
+@torch.compiler.assume_constant_result
+def compiler() -> str | None:
+    """The C compiler to use: ``$CC``, else ``cc`` or ``gcc`` on PATH (looked up once)."""
+    if "cc" not in _COMPILER:
+        cc = os.environ.get("CC")
+        _COMPILER["cc"] = (shutil.which(cc) or None) if cc else (shutil.which("cc") or shutil.which("gcc"))
+    return _COMPILER["cc"]
+
+
+_COMPILER: dict[str, str | None] = {}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STATTN_CACHE_DIR", Path.home() / ".cache" / "stattn")) / "native"
+
+
+def _machine_tag() -> str:
+    """Binaries built with -march=native only run on the CPU they were built for."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line
+                break
+    except OSError:
+        pass
+    return platform.machine() + platform.system() + flags
+
+
+def _compile(cc: str, flags: list[str], target: Path) -> None:
+    """Compile to a temp file next to ``target``, then rename: concurrent processes never load a half-written file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([cc, *flags, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"compiling {_SOURCE.name} failed: {done.stderr.strip()[-500:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _build(heads: int, head_dim: int) -> ctypes.CDLL:
+    cc = compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC, or install gcc/clang)")
+    defines = [f"-DNUM_HEADS={heads}", f"-DHEAD_DIM={head_dim}"]
+    key = hashlib.sha256(
+        _SOURCE.read_bytes() + " ".join([cc, *_FLAGS, *defines, _machine_tag()]).encode()
+    ).hexdigest()[:16]
+    target = cache_dir() / f"stattn_h{heads}_d{head_dim}_{key}.so"
+    if not target.exists():
+        try:
+            _compile(cc, [*_FLAGS, "-fopenmp", *defines], target)
+        except RuntimeError:  # e.g. Apple clang has no OpenMP: a serial kernel is still far faster
+            _compile(cc, [*_FLAGS, *defines], target)
+    lib = ctypes.CDLL(str(target))
+    lib.stattn_temporal_fwd.argtypes = [_P, _P, _P, _P, _I64, _I64, _I64, _P, _P, _P, _P, _I64, _P, ctypes.c_float]
+    lib.stattn_grouped_fwd.argtypes = [_P, _P, _P, _P, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _I64, _I64,
+                                       ctypes.c_float]  # fmt: skip
+    lib.stattn_temporal_fwd.restype = lib.stattn_grouped_fwd.restype = ctypes.c_int
+    return lib
+
+
+def _library(heads: int, head_dim: int) -> ctypes.CDLL | None:
+    key = (heads, head_dim)
+    if key not in _LIBS:
+        with _LOCK:
+            if key not in _LIBS:
+                try:
+                    _LIBS[key] = _build(heads, head_dim)
+                except Exception as exc:  # noqa: BLE001 - any failure means: use the reference
+                    _ERRORS[key] = f"{type(exc).__name__}: {exc}"
+                    _LIBS[key] = None
+    return _LIBS[key]
+
+
+def reasons(q: torch.Tensor) -> list[str]:
+    """Every reason the native backend cannot run a call with tensors like ``q`` `[B, F, N, H, D]`."""
+    out = []
+    if compiler() is None:
+        out.append("no C compiler found (set CC, or install gcc/clang)")
+    if q.device.type != "cpu":
+        out.append(f"tensors are on {q.device.type}, the native backend is CPU-only")
+    if q.dtype != torch.float32:
+        out.append(f"dtype {q.dtype} is not float32")
+    heads, head_dim = q.shape[-2], q.shape[-1]
+    if heads * head_dim > MAX_CHANNELS:
+        out.append(f"H * D = {heads * head_dim} > {MAX_CHANNELS}")
+    err = _ERRORS.get((heads, head_dim))
+    if err:
+        out.append(f"the kernel for H={heads}, D={head_dim} failed to build: {err}")
+    return out
+
+
+def _token_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """The kernel needs a token's H * D channels contiguous; packed qkv views already are."""
+    H, D = t.shape[-2:]
+    return t if (t.stride(-1) == 1 or D == 1) and (t.stride(-2) == D or H == 1) else t.contiguous()
+
+
+def _check(code: int) -> None:
+    if code:
+        raise MemoryError("stattn native kernel could not allocate its scratch buffers")
+
+
+def _strides(t: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(t.stride()[:3], dtype=torch.int64)
+
+
+def temporal_attention_fwd(q, k, v, scale, window, causal, query_frames) -> torch.Tensor | None:
+    """Native forward, or None if the kernel cannot be built here (the caller falls back)."""
+    from ..reference import temporal_mask
+
+    B, F, N, H, D = q.shape
+    lib = _library(H, D)
+    if lib is None:
+        return None
+    q, k, v = (_token_contiguous(t) for t in (q, k, v))
+    frames = list(range(F)) if query_frames is None else list(query_frames)
+    mask = temporal_mask(F, window, causal)
+    allowed = None if mask is None else mask[frames].to(torch.uint8).contiguous()
+    out = torch.empty(B, len(frames), N, H, D, dtype=torch.float32)
+    sq, sk, sv = _strides(q), _strides(k), _strides(v)
+    qf = torch.tensor(frames, dtype=torch.int64)
+    _check(lib.stattn_temporal_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, F, N,
+                                   sq.data_ptr(), sk.data_ptr(), sv.data_ptr(), qf.data_ptr(), len(frames),
+                                   None if allowed is None else allowed.data_ptr(), scale))  # fmt: skip
+    return out
+
+
+def grouped_attention_fwd(q, k, v, group_index, group_sizes, scale) -> torch.Tensor | None:
+    """Native forward, or None if the kernel cannot be built here (the caller falls back)."""
+    B, F, N, H, D = q.shape
+    lib = _library(H, D)
+    if lib is None:
+        return None
+    q, k, v = (_token_contiguous(t) for t in (q, k, v))
+    members = torch.tensor(list(group_index), dtype=torch.int64)
+    sizes = torch.tensor(list(group_sizes), dtype=torch.int64)
+    starts = torch.cumsum(sizes, 0) - sizes
+    out = torch.empty(B, F, N, H, D, dtype=torch.float32)
+    sq, sk, sv = _strides(q), _strides(k), _strides(v)
+    _check(lib.stattn_grouped_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, F, N,
+                                  sq.data_ptr(), sk.data_ptr(), sv.data_ptr(), members.data_ptr(), starts.data_ptr(),
+                                  sizes.data_ptr(), len(sizes), int(sizes.max()), scale))  # fmt: skip
+    return out
