@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 EXTRAS="${1:-}"
-STAMP=".venv/.stattn-installed${EXTRAS:+-$EXTRAS}"
+STAMP=".venv/.stattn-installed${EXTRAS:+-${EXTRAS//,/-}}"
 # reinstall only when the pins or the package metadata changed
 if [ ! -f "$STAMP" ] || [ constraints.txt -nt "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   echo "[stattn] installing pinned dependencies (constraints.txt)"
