@@ -37,6 +37,8 @@ def drop_path(x: torch.Tensor, p: float = 0.0, training: bool = False) -> torch.
         >>> drop_path(torch.ones(4, 3), 0.5, training=False).sum().item()
         12.0
     """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"drop_path: p must be in [0, 1), got {p!r} (p = 1 would divide by zero)")
     if p == 0.0 or not training:
         return x
     keep = 1.0 - p

@@ -86,7 +86,7 @@ def temporal_attention(
         query_frames: compute only these query frames (an index, negative allowed, or a sequence of
             them, returned in increasing order); keys still cover every allowed frame. The last STD
             layer needs only the key frame: `query_frames=key` does F times less work there.
-        backend: None (automatic), "triton" or "reference"; the env var `STATTN_BACKEND` overrides None.
+        backend: None (automatic), "triton", "native" or "reference"; `STATTN_BACKEND` overrides None.
 
     Returns:
         `[B, Fq, N, H, D]`, contiguous, dtype of q; `Fq = F`, or the number of query frames (an int
@@ -104,6 +104,7 @@ def temporal_attention(
 
     Supported:
         Reference: any device, float16/bfloat16/float32 (math in float32), float64; any shape.
+        Native: CPU float32 forward with a C compiler (backward: the reference's closed form).
         Triton: CUDA, float32/float16/bfloat16, D <= 128, F <= 64, N <= 256.
 
     Examples:
@@ -166,7 +167,7 @@ def grouped_attention(
         groups: a partition of `range(N)` (sequence of index sequences; unequal sizes and singletons
             allowed; a singleton's output is its value) or a :class:`~stattn.skeletons.Skeleton`.
         scale: score scale, default `D ** -0.5`.
-        backend: None (automatic), "triton" or "reference"; the env var `STATTN_BACKEND` overrides None.
+        backend: None (automatic), "triton", "native" or "reference"; `STATTN_BACKEND` overrides None.
 
     Returns:
         Same shape as q, contiguous, dtype of q.
@@ -184,6 +185,7 @@ def grouped_attention(
 
     Supported:
         Reference: any device, float16/bfloat16/float32 (math in float32), float64; any shape.
+        Native: CPU float32 forward with a C compiler (backward: the reference's closed form).
         Triton: CUDA, float32/float16/bfloat16, D <= 128, F <= 64, N <= 256.
 
     Examples:
