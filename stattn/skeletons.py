@@ -6,6 +6,7 @@ embedding per position across groups: head_top/shoulder/hip = 0, nose/elbow/knee
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -90,9 +91,14 @@ class Skeleton:
     def num_joints(self) -> int:
         return len(self.joints)
 
-    @property
+    @functools.cached_property
     def group_sizes(self) -> tuple[int, ...]:
         return tuple(len(g) for g in self.groups)
+
+    @functools.cached_property
+    def group_index(self) -> tuple[int, ...]:
+        """The groups concatenated (the form the ops take, with :attr:`group_sizes`)."""
+        return tuple(i for g in self.groups for i in g)
 
     @property
     def max_group_size(self) -> int:

@@ -197,7 +197,7 @@ def grouped_attention(
     op = "grouped_attention"
     _check_qkv(op, q, k, v, (4, 5))
     scale = _check_scale(op, scale, q.shape[-1])
-    groups = normalize_groups(groups, q.shape[-3])
+    index, sizes = _flat_groups(op, groups, q.shape[-3])
     frameless = q.dim() == 4
     if frameless:
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
@@ -205,10 +205,21 @@ def grouped_attention(
     if q.shape[0] == 0:
         out = (q + k + v) * 0
     else:
-        index = [i for g in groups for i in g]
-        sizes = [len(g) for g in groups]
-        out = _library.grouped_attention_op(q, k, v, index, sizes, scale, chosen)
+        out = _library.grouped_attention_op(q, k, v, list(index), list(sizes), scale, chosen)
     return out.squeeze(1) if frameless else out
+
+
+def _flat_groups(op: str, groups, num_tokens: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(concatenated groups, sizes), validated; a Skeleton was validated when it was built."""
+    if isinstance(groups, Skeleton):
+        if groups.num_joints != num_tokens:
+            raise ValueError(
+                f"{op}: skeleton {groups.name!r} has {groups.num_joints} joints but the inputs have "
+                f"{num_tokens} tokens per frame"
+            )
+        return groups.group_index, groups.group_sizes
+    groups = normalize_groups(groups, num_tokens)
+    return tuple(i for g in groups for i in g), tuple(len(g) for g in groups)
 
 
 Skeleton = Skeleton  # re-exported for type hints in user code

@@ -35,7 +35,7 @@ def _qkv(*shape, **kw):
         (lambda q, k, v: stattn.grouped_attention(q, k, v, [[0, 1, 2, 3, 4], []]), "is empty"),
         (lambda q, k, v: stattn.grouped_attention(q, k, v, [[0, 1.0], [2, 3, 4]]), "not an integer"),
         (lambda q, k, v: stattn.grouped_attention(q, k, v, "01234"), "sequence of index sequences"),
-        (lambda q, k, v: stattn.grouped_attention(q, k, v, stattn.POSETRACK), "outside range(0, 5)"),
+        (lambda q, k, v: stattn.grouped_attention(q, k, v, stattn.POSETRACK), "has 17 joints but the inputs have 5"),
         (lambda q, k, v: stattn.grouped_attention(q[:, 0, 0], k[:, 0, 0], v[:, 0, 0], [[0]]), "4-D or 5-D"),
     ],
 )

@@ -14,6 +14,7 @@ Forward only, float32 only: the backward of this backend is the reference's clos
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -143,27 +144,40 @@ def _check(code: int) -> None:
         raise MemoryError("stattn native kernel could not allocate its scratch buffers")
 
 
-def _strides(t: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(t.stride()[:3], dtype=torch.int64)
+def _strides(t: torch.Tensor):
+    """Element strides of dims (B, F, N) as a C array (cheaper than a tensor per call)."""
+    return (ctypes.c_int64 * 3)(*t.stride()[:3])
+
+
+@functools.lru_cache(maxsize=256)
+def _temporal_tables(frames: int, window, causal: bool, query_frames: tuple[int, ...] | None):
+    """(query frame indices, allowed [Fq, F] bytes or None): small, reused across calls."""
+    from ..reference import temporal_mask
+
+    rows = list(range(frames)) if query_frames is None else list(query_frames)
+    mask = temporal_mask(frames, window, causal)
+    allowed = None if mask is None else mask[rows].to(torch.uint8).contiguous()
+    return torch.tensor(rows, dtype=torch.int64), allowed
+
+
+@functools.lru_cache(maxsize=256)
+def _group_tables(group_index: tuple[int, ...], group_sizes: tuple[int, ...]):
+    """(members, starts, sizes) int64 tensors describing the partition."""
+    sizes = torch.tensor(group_sizes, dtype=torch.int64)
+    return torch.tensor(group_index, dtype=torch.int64), torch.cumsum(sizes, 0) - sizes, sizes
 
 
 def temporal_attention_fwd(q, k, v, scale, window, causal, query_frames) -> torch.Tensor | None:
     """Native forward, or None if the kernel cannot be built here (the caller falls back)."""
-    from ..reference import temporal_mask
-
     B, F, N, H, D = q.shape
     lib = _library(H, D)
     if lib is None:
         return None
     q, k, v = (_token_contiguous(t) for t in (q, k, v))
-    frames = list(range(F)) if query_frames is None else list(query_frames)
-    mask = temporal_mask(F, window, causal)
-    allowed = None if mask is None else mask[frames].to(torch.uint8).contiguous()
-    out = torch.empty(B, len(frames), N, H, D, dtype=torch.float32)
-    sq, sk, sv = _strides(q), _strides(k), _strides(v)
-    qf = torch.tensor(frames, dtype=torch.int64)
+    qf, allowed = _temporal_tables(F, window, causal, None if query_frames is None else tuple(query_frames))
+    out = torch.empty(B, len(qf), N, H, D, dtype=torch.float32)
     _check(lib.stattn_temporal_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, F, N,
-                                   sq.data_ptr(), sk.data_ptr(), sv.data_ptr(), qf.data_ptr(), len(frames),
+                                   _strides(q), _strides(k), _strides(v), qf.data_ptr(), len(qf),
                                    None if allowed is None else allowed.data_ptr(), scale))  # fmt: skip
     return out
 
@@ -175,12 +189,9 @@ def grouped_attention_fwd(q, k, v, group_index, group_sizes, scale) -> torch.Ten
     if lib is None:
         return None
     q, k, v = (_token_contiguous(t) for t in (q, k, v))
-    members = torch.tensor(list(group_index), dtype=torch.int64)
-    sizes = torch.tensor(list(group_sizes), dtype=torch.int64)
-    starts = torch.cumsum(sizes, 0) - sizes
+    members, starts, sizes = _group_tables(tuple(group_index), tuple(group_sizes))
     out = torch.empty(B, F, N, H, D, dtype=torch.float32)
-    sq, sk, sv = _strides(q), _strides(k), _strides(v)
     _check(lib.stattn_grouped_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, F, N,
-                                  sq.data_ptr(), sk.data_ptr(), sv.data_ptr(), members.data_ptr(), starts.data_ptr(),
-                                  sizes.data_ptr(), len(sizes), int(sizes.max()), scale))  # fmt: skip
+                                  _strides(q), _strides(k), _strides(v), members.data_ptr(), starts.data_ptr(),
+                                  sizes.data_ptr(), len(group_sizes), max(group_sizes), scale))  # fmt: skip
     return out

@@ -15,6 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Below this many output floats a call runs on one thread: waking a team costs more than the work
+ * (the grain size torch's own parallel_for uses). */
+#define PARALLEL_GRAIN 32768
+
 #define H NUM_HEADS
 #define D HEAD_DIM
 #define C (NUM_HEADS * HEAD_DIM)
@@ -137,7 +141,7 @@ int stattn_temporal_fwd(const float *q, const float *k, const float *v, float *o
                         int64_t N, const int64_t *sq, const int64_t *sk, const int64_t *sv, const int64_t *qframes,
                         int64_t lq, const unsigned char *allowed, float scale) {
     int failed = 0;
-#pragma omp parallel reduction(| : failed)
+#pragma omp parallel reduction(| : failed) if (B * lq * N * C > PARALLEL_GRAIN)
     {
         scratch_t t;
         if (scratch_alloc(&t, lq > F ? lq : F, F)) {
@@ -169,7 +173,7 @@ int stattn_grouped_fwd(const float *q, const float *k, const float *v, float *ou
                        const int64_t *starts, const int64_t *sizes, int64_t num_groups, int64_t max_size,
                        float scale) {
     int failed = 0;
-#pragma omp parallel reduction(| : failed)
+#pragma omp parallel reduction(| : failed) if (B * F * N * C > PARALLEL_GRAIN)
     {
         scratch_t t;
         if (scratch_alloc(&t, max_size, max_size)) {
