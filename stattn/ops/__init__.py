@@ -201,7 +201,7 @@ def grouped_attention(
     frameless = q.dim() == 4
     if frameless:
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
-    chosen = _dispatch.choose_backend(op, q, backend)
+    chosen = _dispatch.choose_backend(op, q, backend, max(sizes))
     if q.shape[0] == 0:
         out = (q + k + v) * 0
     else:

@@ -15,12 +15,15 @@ import os
 
 import torch
 
+from ._compile import constant_result
+
 BACKENDS = ("triton", "native", "reference")
 
 # Limits of the Triton kernels (the reference has none).
 MAX_HEAD_DIM = 128
 MAX_FRAMES = 64
 MAX_TOKENS = 256
+MAX_GROUP = 64
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -31,7 +34,7 @@ def interpreter_enabled() -> bool:
 _IMPORT_ERROR: dict[str, str | None] = {}
 
 
-@torch.compiler.assume_constant_result
+@constant_result
 def triton_import_error() -> str | None:
     """Why stattn's Triton kernels cannot be used here, or None if they can (checked once)."""
     if "triton" not in _IMPORT_ERROR:
@@ -43,22 +46,27 @@ def _find_triton_error() -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "the triton package is not installed"
     try:
-        from . import triton as triton_ops  # noqa: F401
+        from . import triton as triton_ops
     except Exception as exc:  # pragma: no cover - depends on the installed triton
         return f"stattn.ops.triton failed to import: {type(exc).__name__}: {exc}"
     if not getattr(triton_ops, "AVAILABLE", False):
         return "stattn's Triton kernels are not part of this version yet"
+    try:  # a broken Triton install shows up here, as a reason, not at the first launch
+        from .triton import _launchers  # noqa: F401
+    except Exception as exc:  # pragma: no cover - depends on the installed triton
+        return f"stattn's Triton kernels failed to import: {type(exc).__name__}: {exc}"
     return None
 
 
-def triton_reasons(op: str, q: torch.Tensor) -> list[str]:
+def triton_reasons(op: str, q: torch.Tensor, max_group: int | None = None) -> list[str]:
     """Every reason why the Triton backend cannot run ``op`` on tensors like ``q`` ([B, F, N, H, D])."""
     reasons = []
-    err = triton_import_error()
+    on_device = q.device.type == "cuda" or (q.device.type == "cpu" and interpreter_enabled())
+    if not on_device:
+        reasons.append(f"tensors are on {q.device.type}, Triton needs cuda (or cpu with TRITON_INTERPRET=1)")
+    err = triton_import_error() if on_device else None  # CPU calls never pay for importing Triton
     if err is not None:
         reasons.append(err)
-    if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreter_enabled()):
-        reasons.append(f"tensors are on {q.device.type}, Triton needs cuda (or cpu with TRITON_INTERPRET=1)")
     if q.dtype not in TRITON_DTYPES:
         reasons.append(f"dtype {q.dtype} is not one of float32, float16, bfloat16")
     _, frames, tokens, _, head_dim = q.shape
@@ -68,34 +76,38 @@ def triton_reasons(op: str, q: torch.Tensor) -> list[str]:
         reasons.append(f"{frames} frames > {MAX_FRAMES}")
     if tokens > MAX_TOKENS:
         reasons.append(f"{tokens} tokens per frame > {MAX_TOKENS}")
+    if max_group is not None and max_group > MAX_GROUP:
+        reasons.append(f"a group of {max_group} tokens > {MAX_GROUP}")
     return reasons
 
 
-def native_reasons(op: str, q: torch.Tensor) -> list[str]:
+def native_reasons(op: str, q: torch.Tensor, max_group: int | None = None) -> list[str]:
     """Every reason the native CPU backend cannot run ``op`` on tensors like ``q``."""
     from . import native
 
     return native.reasons(q)
 
 
-def reasons(backend: str, op: str, q: torch.Tensor) -> list[str]:
-    return {"triton": triton_reasons, "native": native_reasons}[backend](op, q) if backend != "reference" else []
+def reasons(backend: str, op: str, q: torch.Tensor, max_group: int | None = None) -> list[str]:
+    if backend == "reference":
+        return []
+    return {"triton": triton_reasons, "native": native_reasons}[backend](op, q, max_group)
 
 
-def choose_backend(op: str, q: torch.Tensor, backend: str | None) -> str:
+def choose_backend(op: str, q: torch.Tensor, backend: str | None, max_group: int | None = None) -> str:
     """The backend that will run ``op``; raises ``ValueError`` if a forced one cannot."""
     requested = backend or os.environ.get("STATTN_BACKEND") or None
     if requested is not None and requested not in BACKENDS:
         raise ValueError(f"{op}: unknown backend {requested!r}; expected one of {BACKENDS} or None")
     if requested is not None:
-        refused = reasons(requested, op, q)
+        refused = reasons(requested, op, q, max_group)
         if refused:
             raise ValueError(f"{op}: backend {requested!r} cannot run this call: " + "; ".join(refused))
         return requested
     # automatic: Triton only for real GPUs (the interpreter is opt-in), native for CPU float32
-    if q.device.type == "cuda" and not triton_reasons(op, q):
+    if q.device.type == "cuda" and not triton_reasons(op, q, max_group):
         return "triton"
-    if q.device.type == "cpu" and not native_reasons(op, q):
+    if q.device.type == "cpu" and not native_reasons(op, q, max_group):
         return "native"
     return "reference"
 

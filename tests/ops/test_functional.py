@@ -112,8 +112,9 @@ def test_cpu_default_and_triton_refusal_lists_reasons(monkeypatch):
 
 def test_triton_limits_are_reasons():
     q = torch.empty(1, 65, 257, 1, 129)
-    reasons = " ".join(_dispatch.triton_reasons("temporal_attention", q))
+    reasons = " ".join(_dispatch.triton_reasons("temporal_attention", q, max_group=65))
     assert "head dim 129 > 128" in reasons and "65 frames > 64" in reasons and "257 tokens" in reasons
+    assert "a group of 65 tokens > 64" in reasons
 
 
 @pytest.mark.parametrize("packed", [True, False])

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .._compile import constant_result
+
 _SOURCE = Path(__file__).with_name("kernels.c")
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC"]
 MAX_CHANNELS = 4096  # H * D; scratch is malloc'ed, this only bounds the per-sequence buffers
@@ -36,7 +38,7 @@ _I64 = ctypes.c_int64
 _P = ctypes.c_void_p
 
 
-@torch.compiler.assume_constant_result
+@constant_result
 def compiler() -> str | None:
     """The C compiler to use: ``$CC``, else ``cc`` or ``gcc`` on PATH (looked up once)."""
     if "cc" not in _COMPILER:
