@@ -8,7 +8,14 @@ q, k, v are views of one packed `[B, F, N, 3, H, D]` projection, as a qkv Linear
     python benchmarks/bench_cpu_local_vs_global.py            # B=256, F=5, N=17, 8 heads x 4 dims
     python benchmarks/bench_cpu_local_vs_global.py --batch 32 --frames 3 --record
 
-Providers, timed round-robin in one process (median, p20, p80 over --reps rounds):
+Two runs, each timed round-robin (median, p20, p80 over --reps rounds):
+  pair  stattn and sdpa-global only: the core issue's target (>= 8x). stattn's inputs stay as warm as
+        they are in a network, where q, k, v come straight from the qkv projection.
+  all   the four providers below. The dense-reshape providers churn tens of MB between stattn calls,
+        so stattn, which is memory-bound (it reads q, k, v once), finds its inputs cold; SDPA global
+        is compute-bound and barely notices. Both ratios are printed and recorded.
+
+Providers:
   stattn          stattn.temporal_attention + stattn.grouped_attention (the default backend)
   naive-reshape   the dense-batch reshape users write: permute to [B*N, H, F, D], softmax(q k^T) v,
                   and the key frame's groups gathered to [B*K, H, g, D] (singletons pass through)
@@ -103,22 +110,25 @@ def main() -> None:
         torch.testing.assert_close(t, ref_t, rtol=1e-4, atol=1e-5, msg=f"{name} temporal differs")
         torch.testing.assert_close(s, ref_s, rtol=1e-4, atol=1e-5, msg=f"{name} grouped differs")
 
-    timings = interleaved_cpu_timings(providers, reps=args.reps)
-    base = timings["sdpa-global"]["median_ms"]
     env = environment()
-    print(f"{env['device']}  torch {env['torch']}  stattn {env['stattn']} ({env['git_sha']})")
-    print(f"B={B} F={Fr} N={N} H={H} D={D} float32 forward, {args.reps} interleaved rounds\n")
-    print(f"{'provider':<15}{'median ms':>11}{'p20':>9}{'p80':>9}{'vs global':>11}")
-    rows = []
-    for name, t in timings.items():
-        speedup = base / t["median_ms"]
-        print(f"{name:<15}{t['median_ms']:>11.3f}{t['p20_ms']:>9.3f}{t['p80_ms']:>9.3f}{speedup:>10.2f}x")
-        rows.append({**env, "bench": "cpu_local_vs_global", "provider": name, "B": B, "F": Fr, "N": N, "H": H,
-                     "D": D, "dtype": "float32", "mode": "fwd", **{k: round(x, 4) for k, x in t.items()},
-                     "speedup_vs_global": round(speedup, 3)})  # fmt: skip
-    ratio = base / timings["stattn"]["median_ms"]
-    verdict = "meets" if ratio >= 8 else "MISSES"
-    print(f"\nstattn local vs SDPA global: {ratio:.2f}x ({verdict} the 8x target of the core issue)")
+    backend = stattn.ops._dispatch.choose_backend("temporal_attention", q, None)
+    print(f"{env['device']}  torch {env['torch']}  stattn {env['stattn']} ({env['git_sha']}), backend {backend}")
+    print(f"B={B} F={Fr} N={N} H={H} D={D} float32 forward, {args.reps} interleaved rounds per run")
+    rows, ratios = [], {}
+    for run, names in (("pair", ["stattn", "sdpa-global"]), ("all", list(providers))):
+        timings = interleaved_cpu_timings({n: providers[n] for n in names}, reps=args.reps)
+        base = timings["sdpa-global"]["median_ms"]
+        print(f"\n[{run}] {'provider':<15}{'median ms':>11}{'p20':>9}{'p80':>9}{'vs global':>11}")
+        for name, t in timings.items():
+            speedup = base / t["median_ms"]
+            print(f"{'':<7}{name:<15}{t['median_ms']:>11.3f}{t['p20_ms']:>9.3f}{t['p80_ms']:>9.3f}{speedup:>10.2f}x")
+            rows.append({**env, "bench": "cpu_local_vs_global", "run": run, "backend": backend, "provider": name,
+                         "B": B, "F": Fr, "N": N, "H": H, "D": D, "dtype": "float32", "mode": "fwd",
+                         **{k: round(x, 4) for k, x in t.items()}, "speedup_vs_global": round(speedup, 3)})  # fmt: skip
+        ratios[run] = base / timings["stattn"]["median_ms"]
+    verdict = "meets" if ratios["pair"] >= 8 else "MISSES"
+    print(f"\nstattn vs SDPA global: {ratios['pair']:.2f}x interleaved as a pair ({verdict} the core issue's 8x "
+          f"target); {ratios['all']:.2f}x with all four providers interleaved (inputs cold)")  # fmt: skip
     if args.record:
         path = RESULTS / f"{env['device']}.csv"
         append_csv(path, rows)
