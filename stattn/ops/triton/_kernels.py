@@ -73,6 +73,16 @@ def _scores(
     return tl.where(m_a[:, :, None], b_s, float("-inf"))
 
 
+@triton.jit
+def _sequence_ids(S, C, G, BLOCK_S: tl.constexpr):
+    """This program's BLOCK_S sequences: offsets, validity, and their (group, batched index, batch)."""
+    o_s = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
+    i_g = o_s % G
+    i_c = ((o_s // G) % C).to(tl.int64)
+    i_b = (o_s // (G * C)).to(tl.int64)
+    return o_s, o_s < S, i_g, i_c, i_b
+
+
 # sizes and masks change from call to call; Triton's ==1 / %16 specialisation buys nothing on them
 @triton.jit(do_not_specialize=["S", "C", "G", "H", "D", "TQ", "key_lo", "key_hi", "window", "causal"])
 def _local_attn_fwd_kernel(
@@ -105,12 +115,7 @@ def _local_attn_fwd_kernel(
     BLOCK_H: tl.constexpr,  # heads per head block
     BLOCK_D: tl.constexpr,  # next power of two of D
 ):
-    i_s = tl.program_id(0)
-    o_s = i_s * BLOCK_S + tl.arange(0, BLOCK_S)
-    m_s = o_s < S
-    i_g = o_s % G
-    i_c = ((o_s // G) % C).to(tl.int64)
-    i_b = (o_s // (G * C)).to(tl.int64)
+    o_s, m_s, i_g, i_c, i_b = _sequence_ids(S, C, G, BLOCK_S)
     o_r = tl.arange(0, BLOCK_R)
     o_h = tl.arange(0, BLOCK_H)
     o_d = tl.arange(0, BLOCK_D)
@@ -193,12 +198,7 @@ def _local_attn_bwd_kernel(
     BLOCK_H: tl.constexpr,  # heads per head block
     BLOCK_D: tl.constexpr,  # next power of two of D
 ):
-    i_s = tl.program_id(0)
-    o_s = i_s * BLOCK_S + tl.arange(0, BLOCK_S)
-    m_s = o_s < S
-    i_g = o_s % G
-    i_c = ((o_s // G) % C).to(tl.int64)
-    i_b = (o_s // (G * C)).to(tl.int64)
+    o_s, m_s, i_g, i_c, i_b = _sequence_ids(S, C, G, BLOCK_S)
     o_r = tl.arange(0, BLOCK_R)
     o_h = tl.arange(0, BLOCK_H)
     o_d = tl.arange(0, BLOCK_D)
