@@ -1,4 +1,5 @@
-"""Run every ```python block of docs/api.md, each in a fresh namespace, so the docs cannot drift.
+"""Run every ```python block of docs/api.md and README.md, each in a fresh namespace, so the docs
+cannot drift.
 
 Only fences tagged exactly ``python`` are examples; signatures use untagged fences. A block passes when
 it runs to the end: any exception (a failed ``assert`` included) fails its test, with a traceback that
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+README = DOC.parents[1] / "README.md"
 MIN_BLOCKS = 12
 _FENCE = re.compile(r"^(\s*)(`{3,})\s*([\w+-]*)\s*$")
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
@@ -63,12 +65,24 @@ def test_extractor_reports_exceptions():
         _run(start, code)
 
 
-def _run(start: int, code: str) -> None:
-    # pad so that tracebacks give the line numbers of docs/api.md
+def _run(start: int, code: str, path: Path = DOC) -> None:
+    # pad so that tracebacks give the line numbers of the markdown file
     source = "\n" * (start - 1) + code
-    exec(compile(source, str(DOC), "exec"), {"__name__": "__docs_example__"})  # noqa: S102
+    exec(compile(source, str(path), "exec"), {"__name__": "__docs_example__"})  # noqa: S102
 
 
 @pytest.mark.parametrize("start,code", [(start, code) for _, start, code in BLOCKS], ids=IDS)
 def test_doc_example(start, code):
     _run(start, code)
+
+
+README_BLOCKS = extract_blocks(README.read_text(encoding="utf-8"))
+
+
+def test_readme_has_its_usage_example():
+    assert README_BLOCKS, "README.md lost its ```python usage example"
+
+
+@pytest.mark.parametrize("start,code", [(start, code) for _, start, code in README_BLOCKS])
+def test_readme_example(start, code):
+    _run(start, code, README)

@@ -45,8 +45,8 @@ class RealNVP(nn.Module):
         prior_mean (tuple[float, float]): prior mean; ``(0, 0)`` as RLE/mmpose, DSTA uses
             ``(0.5, 0.5)``.
         init (str): ``"xavier"`` (xavier-uniform gain 0.01, zero bias: the flow starts close
-            to the identity, as mmpose) or ``"default"`` (PyTorch default init, what RLE and
-            DSTA effectively run).
+            to the identity, as mmpose), ``"default"`` (PyTorch default init, what RLE runs) or
+            ``"dsta"`` (PyTorch default weights with every bias zeroed, as DSTA's init_weights).
 
     Examples:
         >>> flow = RealNVP()
@@ -62,7 +62,7 @@ class RealNVP(nn.Module):
         hidden: int = 64,
         num_layers: int = 6,
         prior_mean: tuple[float, float] = (0.0, 0.0),
-        init: Literal["xavier", "default"] = "xavier",
+        init: Literal["xavier", "default", "dsta"] = "xavier",
     ) -> None:
         super().__init__()
         if num_layers < 1 or hidden < 1:
@@ -77,8 +77,12 @@ class RealNVP(nn.Module):
                 if isinstance(m, nn.Linear):
                     nn.init.xavier_uniform_(m.weight, gain=0.01)
                     nn.init.zeros_(m.bias)
+        elif init == "dsta":  # DSTA's init_weights: PyTorch default weights, every bias zeroed
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.zeros_(m.bias)
         elif init != "default":
-            raise ValueError(f"init must be 'xavier' or 'default', got {init!r}")
+            raise ValueError(f"init must be 'xavier', 'default' or 'dsta', got {init!r}")
 
     def to_data(self, z: torch.Tensor) -> torch.Tensor:
         """Latent -> data (generative direction), couplings applied first to last.
@@ -201,7 +205,7 @@ class RLELoss(nn.Module):
         flow_init (str): init of the default flow, see :class:`RealNVP`.
 
     Examples:
-        >>> loss_fn = RLELoss(prior_mean=(0.5, 0.5), flow_init="default")  # as DSTA trains
+        >>> loss_fn = RLELoss(prior_mean=(0.5, 0.5), flow_init="dsta")  # as DSTA trains
         >>> pred, target = torch.rand(4, 17, 2), torch.rand(4, 17, 2)
         >>> sigma = torch.rand(4, 17, 2).sigmoid()
         >>> loss = loss_fn(pred, sigma, target, target_weight=torch.ones(4, 17, 1))
@@ -218,7 +222,7 @@ class RLELoss(nn.Module):
         eps: float = 1e-6,
         flow: nn.Module | None = None,
         prior_mean: tuple[float, float] = (0.0, 0.0),
-        flow_init: Literal["xavier", "default"] = "xavier",
+        flow_init: Literal["xavier", "default", "dsta"] = "xavier",
     ) -> None:
         super().__init__()
         if variant not in ("rle", "mmpose"):

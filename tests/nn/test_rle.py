@@ -354,3 +354,15 @@ def test_compile_loss_matches_eager(variant, q, backend):
     grads_want = torch.autograd.grad(want, (pred, sigma))
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(grads_got, grads_want)
+
+
+def test_dsta_init_zeroes_biases_and_keeps_default_weights():
+    torch.manual_seed(0)
+    default = RealNVP(init="default")
+    torch.manual_seed(0)
+    dsta = RealNVP(init="dsta")
+    linears = [(a, b) for a, b in zip(default.modules(), dsta.modules()) if isinstance(a, torch.nn.Linear)]
+    assert linears
+    for a, b in linears:
+        assert torch.equal(a.weight, b.weight)
+        assert torch.count_nonzero(b.bias) == 0 and torch.count_nonzero(a.bias) > 0
