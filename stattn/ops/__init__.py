@@ -32,6 +32,15 @@ __all__ = [
 ]
 
 
+def _exporting() -> bool:
+    """True under torch.export / torch.onnx.export: exporters must see plain aten ops, and the registered
+    stattn ops are opaque to them, so the functionals then inline the reference math instead."""
+    if torch.compiler.is_exporting():
+        return True
+    onnx = getattr(torch, "onnx", None)
+    return bool(onnx is not None and onnx.is_in_onnx_export())
+
+
 def _check_qkv(op: str, q, k, v, ranks: tuple[int, ...]) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -127,6 +136,8 @@ def temporal_attention(
     if q.shape[0] == 0:
         out = (q + k + v) * 0  # empty, but keeps the autograd graph
         return out if frames is None else out[:, frames]
+    if _exporting():
+        return temporal_attention_reference(q, k, v, scale, window, causal, frames)
     w = _library.NO_WINDOW if window is None else int(window)
     return _library.temporal_attention_op(q, k, v, scale, w, causal, frames or [], chosen)
 
@@ -204,6 +215,8 @@ def grouped_attention(
     chosen = _dispatch.choose_backend(op, q, backend, max(sizes))
     if q.shape[0] == 0:
         out = (q + k + v) * 0
+    elif _exporting():
+        out = grouped_attention_reference(q, k, v, index, sizes, scale)
     else:
         out = _library.grouped_attention_op(q, k, v, list(index), list(sizes), scale, chosen)
     return out.squeeze(1) if frameless else out

@@ -168,3 +168,18 @@ def test_query_frames_gradcheck():
     q, k, v = (t.detach().requires_grad_() for t in make_inputs(1, 4, 3, 2, 3, dtype=torch.float64, seed=9))
     fn = lambda q, k, v: stattn.temporal_attention(q, k, v, window=1, query_frames=[1, 2])  # noqa: E731
     assert torch.autograd.gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-8)
+
+
+def test_export_inlines_the_reference_math():
+    """Exporters cannot see inside the registered ops: under torch.export they become plain aten ops."""
+
+    class Both(torch.nn.Module):
+        def forward(self, q, k, v):
+            t = stattn.temporal_attention(q, k, v, window=1, query_frames=[1])
+            return stattn.grouped_attention(t, k[:, 1:2], v[:, 1:2], stattn.COCO17)
+
+    q, k, v = make_inputs(2, 3, 17, 2, 4, packed=False, seed=10)
+    ep = torch.export.export(Both(), (q, k, v))
+    targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert targets and not [t for t in targets if "stattn" in t]
+    assert_close(Both()(q, k, v), ep.module()(q, k, v), 1e-6)
