@@ -1,0 +1,152 @@
+"""Evaluate a DSTA checkpoint on a PoseTrack split: PoseTrack18 prediction files + poseval's AP table.
+
+    python examples/dsta/evaluate.py --checkpoint runs/r50_3f/best.pt --split val --out runs/r50_3f/eval
+    python examples/dsta/evaluate.py --checkpoint best.pt --split val --boxes detections \
+        --det-file data/posetrack17/val_boxes.json --det-thr 0.2 --out eval_det
+    torchrun --nproc_per_node 4 examples/dsta/evaluate.py --checkpoint best.pt --split val --out eval
+
+Predictions follow DSTA's post-processing (dsta_spec.md §4.3): detection boxes with score >= det_thr,
+no NMS, joint score = joint confidence (mean of 1 - sigma) x box score (1 for GT boxes), no flip test.
+Writes OUT/predictions/<one file per GT video>.json (PoseTrack18 layout, every GT frame listed) and
+OUT/results.json (AP columns, per joint, counts), and prints the poseval table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import engine
+import numpy as np
+import posetrack_eval
+import posetrack_write
+import torch
+from data import collate_clips
+from model import build_model
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from transforms import crop_to_image
+
+__all__ = ["predict", "evaluate_split", "load_model", "main"]
+
+
+@torch.no_grad()
+def predict(model, clips, info: engine.DistInfo, batch_size: int = 64, workers: int = 2, amp=False,
+            progress: bool = True) -> dict:  # fmt: skip
+    """Run `model` over `clips` (this rank's shard) and gather everything on rank 0.
+
+    Returns:
+        on rank 0 `{file_name: [{"keypoints" [17, 2] image pixels, "scores" [17], "score", "bbox"}, ...]}`
+        in dataset order (persons of a frame in box order); `{}` on other ranks.
+    """
+    was_training = model.training
+    model.eval()
+    enabled, dtype, _ = engine.amp_settings(amp, info.device)
+    loader = DataLoader(engine.IndexedClips(clips), batch_size=batch_size, collate_fn=collate_clips,
+                        sampler=engine.ShardSampler(len(clips), info.rank, info.world_size), num_workers=workers,
+                        pin_memory=info.device.type == "cuda", generator=torch.Generator())  # fmt: skip
+    w, h = clips.image_size
+    rows = []
+    bar = tqdm(loader, desc="predict", disable=not (progress and info.is_main and sys.stderr.isatty()), leave=False)
+    for batch in bar:
+        if batch is None:
+            continue
+        with torch.autocast(info.device.type, dtype=dtype, enabled=enabled):
+            out = model(batch["frames"].to(info.device, non_blocking=True))
+        coords = out.coords.float().cpu().numpy()
+        conf = out.score.float().cpu().numpy()[..., 0]
+        meta = batch["meta"]
+        centers = np.stack([m["center"] for m in meta])
+        scales = np.stack([m["scale"] for m in meta])
+        pixels = crop_to_image(coords, centers, scales, (w, h))
+        for i, m in enumerate(meta):
+            box_score = float(m["box_score"])
+            person = {"keypoints": pixels[i], "scores": conf[i] * box_score, "score": box_score}
+            rows.append((m["index"], m["file_name"], person))
+    model.train(was_training)
+    gathered = engine.all_gather(rows, info)
+    if not info.is_main:
+        return {}
+    predictions: dict = {}
+    for _, name, person in sorted((r for part in gathered for r in part), key=lambda r: r[0]):
+        predictions.setdefault(name, []).append(person)
+    return predictions
+
+
+def evaluate_split(model, cfg: dict, info: engine.DistInfo, out_dir, *, split: str = "val", boxes: str = "gt",
+                   det_file=None, det_thr=None, ann=None, batch_size=None, amp=None) -> dict | None:  # fmt: skip
+    """Predict a split, write PoseTrack18 files to `out_dir/predictions`, evaluate them (rank 0).
+
+    Returns:
+        (all ranks) the `posetrack_eval.evaluate` result, or None when the split has no GT poses.
+    """
+    clips, videos = engine.make_clips(cfg, split, train=False, boxes=boxes, det_file=det_file, det_thr=det_thr, ann=ann)
+    t = cfg["train"]
+    predictions = predict(model, clips, info, batch_size=batch_size or t["val_batch_size"],
+                          workers=cfg["data"]["workers"], amp=t["amp"] if amp is None else amp)  # fmt: skip
+    result = None
+    if info.is_main:
+        pred_dir = Path(out_dir) / "predictions"
+        posetrack_write.write_predictions(pred_dir, videos, predictions)
+        if any(p.present.any() for v in videos for f in v.frames for p in f.persons):
+            result = posetrack_eval.evaluate(ann or cfg["data"][split], pred_dir)
+            result["boxes"], result["split"], result["num_clips"] = boxes, split, len(clips)
+            engine.atomic_write_text(Path(out_dir) / "results.json", json.dumps(engine.jsonable(result), indent=2))
+    return engine.broadcast(result, info)
+
+
+def load_model(checkpoint, device, sets=None) -> tuple[torch.nn.Module, dict, dict]:
+    """(model on `device` in eval mode, config, checkpoint) from a training checkpoint; `sets`
+    override config keys (e.g. data paths on another machine)."""
+    ckpt = engine.load_checkpoint(checkpoint)
+    cfg = engine.load_config(None, sets, base=ckpt["config"])
+    model = build_model({**cfg, "pretrained": None})  # the checkpoint holds the trained backbone
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    model.load_state_dict(state)
+    return model.to(device).eval(), cfg, ckpt
+
+
+def main(argv=None) -> dict | None:
+    p = argparse.ArgumentParser(description="Evaluate a DSTA checkpoint on PoseTrack (poseval-identical AP).")
+    p.add_argument("--checkpoint", required=True, help="last.pt / best.pt written by train.py")
+    p.add_argument("--split", default="val", help="config data split: train | val | test (default val)")
+    p.add_argument("--ann", help="annotation file / folder instead of the config's data.<split>")
+    p.add_argument("--boxes", choices=("gt", "detections"), default=None,
+                   help="person boxes: GT boxes or a detection file (default: the config's data.val_boxes)")
+    p.add_argument("--det-file", help="COCO-results detection boxes (default data.det_file)")
+    p.add_argument("--det-thr", type=float, help="keep detections with score >= this (default data.det_thr, 0.2)")
+    p.add_argument("--out", required=True, help="output folder: predictions/ and results.json")
+    p.add_argument("--batch-size", type=int, help="per process (default train.val_batch_size)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    p.add_argument("--amp", choices=("off", "fp16", "bf16"), help="autocast (default: the config's train.amp)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys, e.g. data.root=...")
+    args = p.parse_args(argv)
+    info = engine.init_distributed(args.device)
+    try:
+        model, cfg, ckpt = load_model(args.checkpoint, info.device, args.set)
+        boxes = args.boxes or (cfg["data"]["val_boxes"] if args.split == "val" else "gt")
+        if info.is_main:
+            print(f"{args.checkpoint}: epoch {ckpt.get('epoch')}, step {ckpt.get('step')}, {args.split} split, "
+                  f"{boxes} boxes, {info.world_size} process(es)")  # fmt: skip
+        result = evaluate_split(model, cfg, info, args.out, split=args.split, boxes=boxes, det_file=args.det_file,
+                                det_thr=args.det_thr, ann=args.ann, batch_size=args.batch_size,
+                                amp=False if args.amp == "off" else args.amp)  # fmt: skip
+        if info.is_main:
+            if result is None:
+                print(f"predictions written to {Path(args.out) / 'predictions'} (the split has no GT poses: no AP)")
+            else:
+                c = result["counts"]
+                print(f"{c['sequences']} sequences, {c['frames']} labeled frames, {c['gt_persons']} GT persons, "
+                      f"{c['predicted_persons']} predicted persons")  # fmt: skip
+                print(posetrack_eval.format_table(result))
+                total = result["Total"]
+                print(f"Total AP {total:.2f}" if math.isfinite(total) else "Total AP nan")
+        return result
+    finally:
+        engine.cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()
