@@ -178,3 +178,13 @@ def test_compiles_without_graph_breaks():
         ref = model(x)
         out = torch.compile(model, backend="eager", fullgraph=True)(x)
     torch.testing.assert_close(out.coords, ref.coords)
+
+
+@pytest.mark.parametrize("model_name", ["dsta", "image_baseline"])
+def test_batch_of_one_person_trains(model_name):
+    """The official code crashes on a batch of exactly 1 (a squeeze meant for its inference script)."""
+    model = build_model({**BASE, "model": model_name, "frames": [-1, 0, 1]})
+    frames, target, weight = _batch(1, 3, seed=5)
+    out = model(frames)
+    _check_output(out, 1)
+    model.loss(out, target, weight).backward()
