@@ -165,7 +165,8 @@ class DSTA(_RegressionModel):
             tokens = self.jfd(self.backbone(x[:, self.key_frame]))
             tokens = tokens.unsqueeze(1).expand(b, t, *tokens.shape[1:])
         else:
-            tokens = self.jfd(self.backbone(x.flatten(0, 1))).unflatten(0, (b, t))  # [B, T, K, dim]
+            tokens = self.jfd(self.backbone(x.flatten(0, 1)))
+            tokens = tokens.view(b, t, *tokens.shape[1:])  # [B, T, K, dim]; view keeps B dynamic in ONNX
         return self.head(self.std(tokens))
 
 
@@ -197,7 +198,7 @@ class ImageRegressionBaseline(_RegressionModel):
             raise ValueError(f"ImageRegressionBaseline: expected [B, 3, H, W] or [B, T, 3, H, W], got {shape}")
         pooled = self.backbone(frames).mean(dim=(-2, -1))
         coords = self.coord(pooled) + 0.5
-        sigma = torch.sigmoid(self.sigma(pooled)).unflatten(-1, (self.num_joints, 2))
+        sigma = torch.sigmoid(self.sigma(pooled)).view(pooled.shape[0], self.num_joints, 2)
         return RegressionOutput(coords, sigma, (1 - sigma).mean(-1, keepdim=True))
 
 

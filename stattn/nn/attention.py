@@ -1,7 +1,7 @@
 """Local-awareness attention layers and the pre-norm transformer block DSTA stacks.
 
 Every layer projects the input with ONE packed ``Linear(C, 3C)`` and hands q, k, v to the op as strided
-views of its output (``qkv(x).unflatten(-1, (3, H, D)).unbind(-3)``), never copies: at DSTA sizes a copy
+views of its output (``qkv(x).view(..., 3, H, D).unbind(-3)``), never copies: at DSTA sizes a copy
 costs more than the attention. The local layers call only the public functionals
 :func:`stattn.temporal_attention` and :func:`stattn.grouped_attention`; :class:`GlobalAttention` (the
 coupled baseline, the paper's Eq. 4) calls :func:`torch.nn.functional.scaled_dot_product_attention`.
@@ -63,7 +63,8 @@ class _PackedQKVAttention(nn.Module):
 
     def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`[..., C]` -> q, k, v `[..., H, D]`: strided views of one `[..., 3, H, D]` (no copy)."""
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(-3)
+        # view with explicit sizes, not unflatten: the ONNX tracer keeps x's batch size dynamic through it
+        q, k, v = self.qkv(x).view(*x.shape[:-1], 3, self.num_heads, self.head_dim).unbind(-3)
         return q, k, v
 
     def _project_out(self, o: torch.Tensor) -> torch.Tensor:
