@@ -1,0 +1,454 @@
+"""An embedded synthetic video-pose dataset in the PoseTrack18 layout: no download, any machine.
+
+    python examples/dsta/synthetic.py --out data/synth --videos 200 --frames 30 --split train
+    python examples/dsta/synthetic.py --out data/synth --videos 50 --frames 30 --split val --label-every 4
+
+or from Python: `generate(out_dir, num_videos=..., frames_per_video=...)`. It writes
+
+- `out_dir/images/<split>/<seq>/NNNNNN.jpg` (every frame, JPEG quality 90),
+- `out_dir/annotations/<split>/<seq>.json`: PoseTrack18 per-video files (`images` with `is_labeled`,
+  `nframes`, `ignore_regions_x/_y`; `annotations` with `keypoints` 17 x 3, `bbox`, `bbox_head`,
+  `track_id`, ...), readable by `posetrack_io` and scored by `posetrack_eval`,
+- `out_dir/detections_<split>.json`: COCO results (`image_id`, `bbox`, `score`, `category_id`): the
+  GT boxes jittered, with a score that falls with the jitter, some misses, and low-score false positives,
+- `out_dir/synthetic_<split>.json`: what only a generator knows: per frame the corruptions applied
+  and per annotated person which joints are covered by a nearer person or an occluder.
+
+What is in a clip: 1-3 (`people`) stick people with per-person proportions and colours who walk
+across (possibly turning round), wave, or turn on the spot; their joints follow smooth sinusoids with
+random phases plus independent smooth wobble, so joints move smoothly but not rigidly. People are
+drawn far to near and occlude each other. Backgrounds are textured and cluttered with limb-like
+lines. `difficulty` in [0, 1] sets how often a frame is corrupted (a textured occluder sweeping over
+a person, motion blur, defocus, noise, low light) and how strong; each corruption lasts 1-4 frames so
+the neighbours of a corrupted frame are usually clean: a joint hidden in a key frame can be seen in
+the frames around it, which is what temporal models are meant to exploit. Some clips hold a tiny
+far-away crowd that is not annotated and is covered by an ignore region. Every joint inside the image
+is annotated (v = 1), occluded or not, as in PoseTrack; joints outside it are (0, 0, 0).
+
+Each video is drawn from its own generator seeded by (seed, split, video index), so the output does
+not depend on `workers`, and `train` / `val` with the same seed differ.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from synthetic_render import (
+    CORRUPTIONS, apply_corruption, background, draw_occluder, draw_person, person_style, texture,
+)  # fmt: skip
+
+__all__ = ["generate", "make_poses", "main", "CORRUPTIONS"]
+
+JOINT_NAMES = ("nose", "head_bottom", "head_top", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+               "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+               "right_knee", "left_ankle", "right_ankle")  # fmt: skip
+SKELETON = [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9], [8, 10],
+            [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7]]  # fmt: skip
+_SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
+JPEG_QUALITY = 90
+
+
+# ------------------------------------------------------------------------------------------ motion
+def _wobble(rng, frames: int, n: int, amp: float, periods=(10.0, 40.0)) -> np.ndarray:
+    """`[frames, n]` smooth random signals: two sinusoids each with random period and phase."""
+    t = np.arange(frames, dtype=np.float64)[:, None]
+    out = np.zeros((frames, n))
+    for _ in range(2):
+        w = 2 * np.pi / rng.uniform(*periods, n)
+        out += amp / 2 * np.sin(w * t + rng.uniform(0, 2 * np.pi, n))
+    return out
+
+
+def _smoothstep(x):
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def make_poses(rng, frames: int, height: float, ground: float, width: int, mode: str | None = None):
+    """Joint positions of one person over time.
+
+    Args:
+        rng: the generator (consumed).
+        frames: number of frames T.
+        height: person height in pixels (head top to ankles, standing).
+        ground: image row of the feet; width: image width (for where the path runs).
+        mode: "walk", "wave" or "turn" (default: random).
+
+    Returns:
+        (`[T, 17, 2]` float64 joints in image pixels, ears at NaN; `[T]` yaw: 0 faces the camera,
+        +pi/2 faces right; the mode).
+    """
+    T, h = frames, height
+    t = np.arange(T, dtype=np.float64)
+    mode = mode or str(rng.choice(["walk", "wave", "turn"], p=[0.5, 0.25, 0.25]))
+    omega, phase = 2 * np.pi / rng.uniform(16, 28), rng.uniform(0, 2 * np.pi)
+    arm_amp, leg_amp = rng.uniform(0.3, 0.6), rng.uniform(0.25, 0.45)
+    wave = np.zeros(2, bool)
+    if mode == "walk":
+        d = rng.choice([-1.0, 1.0])
+        yaw = np.full(T, d * np.pi / 2 * rng.uniform(0.6, 1.0))
+        if rng.random() < 0.4:  # turn round mid-walk
+            t0, dur = rng.uniform(0.2, 0.7) * T, rng.uniform(6, 14)
+            yaw = yaw * (1 - 2 * _smoothstep((t - t0) / dur))
+        speed = rng.uniform(0.02, 0.04) * h
+    else:
+        arm_amp, leg_amp = arm_amp * 0.25, leg_amp * 0.15
+        if mode == "wave":
+            yaw = np.full(T, rng.uniform(-0.6, 0.6))
+            wave = rng.random(2) < 0.5
+            wave[rng.integers(0, 2)] = True
+        else:
+            yaw = rng.uniform(-np.pi, np.pi) + rng.choice([-1.0, 1.0]) * rng.uniform(0.05, 0.12) * t
+        speed = rng.uniform(0.0, 0.006) * h
+    yaw = yaw + _wobble(rng, T, 1, 0.15)[:, 0]
+    c, s = np.cos(yaw), np.sin(yaw)
+    x = np.cumsum(speed * s)
+    x = x - (x.min() + x.max()) / 2 + rng.uniform(0.15, 0.85) * width
+    stride = np.sin(omega * t + phase)
+    y = ground - 0.47 * h - 0.012 * h * np.abs(np.cos(omega * t + phase)) * (mode == "walk")
+
+    torso, head_r, sw, hw = 0.3 * h, 0.07 * h, 0.1 * h, 0.065 * h
+    ua, fa, th, sh = 0.17 * h, 0.15 * h, 0.23 * h, 0.23 * h
+    wob = _wobble(rng, T, 12, 0.25)  # independent smooth wobble of each angle
+    lean = 0.08 * s * (mode == "walk") + wob[:, 0] * 0.3
+    nod = wob[:, 1] * 0.6
+
+    def limb(start, length, alpha, beta, side):
+        """A segment with forward swing `alpha` and sideways raise `beta` (radians), projected."""
+        dx = s * np.sin(alpha) * np.cos(beta) + side * c * np.sin(beta)
+        dy = np.cos(alpha) * np.cos(beta)
+        return start + length * np.stack([dx, dy], -1)
+
+    J = np.full((T, 17, 2), np.nan)
+    pelvis = np.stack([x, y], -1)
+    neck = pelvis + torso * np.stack([np.sin(lean), -np.cos(lean)], -1)
+    up = np.stack([np.sin(lean + nod), -np.cos(lean + nod)], -1)
+    J[:, 1] = neck
+    J[:, 2] = neck + 2.2 * head_r * up
+    centre = neck + 1.1 * head_r * up
+    J[:, 0] = centre + np.stack([0.85 * head_r * s, 0.3 * head_r * np.ones(T)], -1)
+    for side, (sho, elb, wri, hip, kne, ank), k in ((1.0, (5, 7, 9, 11, 13, 15), 0), (-1.0, (6, 8, 10, 12, 14, 16), 1)):
+        J[:, sho] = neck + np.stack([side * c * sw, 0.1 * torso * np.ones(T)], -1)
+        J[:, hip] = pelvis + np.stack([side * c * hw, np.zeros(T)], -1)
+        swing = side * stride
+        if wave[k]:
+            beta_u = rng.uniform(1.8, 2.3) + wob[:, 2 + k] * 0.5
+            beta_f = rng.uniform(2.6, 2.9) + rng.uniform(0.3, 0.5) * np.sin(2 * np.pi / rng.uniform(6, 12) * t
+                                                                              + rng.uniform(0, 2 * np.pi))  # fmt: skip
+            J[:, elb] = limb(J[:, sho], ua, wob[:, 4 + k], beta_u, side)
+            J[:, wri] = limb(J[:, elb], fa, wob[:, 4 + k], beta_f, side)
+        else:
+            a_u = arm_amp * swing + wob[:, 2 + k]
+            beta = 0.12 + 0.5 * np.abs(wob[:, 4 + k])
+            J[:, elb] = limb(J[:, sho], ua, a_u, beta, side)
+            J[:, wri] = limb(J[:, elb], fa, a_u + 0.35 + 0.25 * (1 + swing) + wob[:, 6 + k], beta, side)
+        a_t = -leg_amp * swing + 0.5 * wob[:, 8 + k]
+        knee = leg_amp * 1.4 * np.maximum(0, np.sin(omega * t + phase + side * np.pi / 2 + np.pi / 3)) + 0.05
+        J[:, kne] = limb(J[:, hip], th, a_t, 0.04, side)
+        J[:, ank] = limb(J[:, kne], sh, a_t - knee + 0.3 * wob[:, 10 + k], 0.04, side)
+    return J, yaw, mode
+
+
+# ------------------------------------------------------------------------------------------ one video
+def _video_seed(seed: int, split: str, index: int):
+    return [int(seed), _SPLIT_CODE.get(split, sum(map(ord, split))), int(index)]
+
+
+def _corruption_schedule(rng, frames: int, difficulty: float, people: list):
+    """Per frame: [(kind, strength, params)]. Events start with probability 0.16 x difficulty per frame
+    and last 1-2 frames (occluders 2-4, sweeping across a person, centred on it mid-event)."""
+    sched = [[] for _ in range(frames)]
+    if difficulty <= 0:
+        return sched
+    kinds = ["occluder", "occluder", "motion_blur", "defocus", "noise", "low_light"]
+    for t0 in range(frames):
+        if rng.random() >= 0.16 * difficulty:
+            continue
+        kind = kinds[int(rng.integers(0, len(kinds)))]
+        strength = float(np.clip(difficulty * rng.uniform(0.5, 1.0), 0, 1))
+        if kind == "occluder" and people:
+            dur = int(rng.integers(2, 5))
+            p = people[int(rng.integers(0, len(people)))]
+            size = p["height"] * rng.uniform(0.25, 0.3 + 0.3 * difficulty, 2)
+            vel = rng.choice([-1.0, 1.0]) * p["height"] * rng.uniform(0.25, 0.45)
+            tex = texture(rng, 32, 32)
+            for k in range(dur):
+                t = t0 + k
+                if t >= frames:
+                    break
+                target = p["joints"][min(t0 + dur // 2, frames - 1)]
+                pick = target[int(rng.choice([0, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]))]
+                centre = (pick[0] + vel * (k - (dur - 1) / 2), pick[1])
+                sched[t].append(("occluder", strength, {"centre": centre, "size": size, "angle": rng.uniform(-30, 30),
+                                                        "kind": "box" if rng.random() < 0.5 else "ellipse",
+                                                        "texture": tex}))  # fmt: skip
+        elif kind != "occluder":
+            for t in range(t0, min(frames, t0 + int(rng.integers(1, 3)))):
+                sched[t].append((kind, strength, None))
+    return sched
+
+
+def _person_box(pts, inside, head_r, width, height):
+    p = pts[inside]
+    lo, hi = p.min(0), p.max(0)
+    pad = 0.1 * (hi - lo) + head_r
+    x1, y1 = max(0.0, lo[0] - pad[0]), max(0.0, lo[1] - pad[1])
+    x2, y2 = min(width - 1.0, hi[0] + pad[0]), min(height - 1.0, hi[1] + pad[1])
+    return [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
+
+
+def _make_video(job: dict) -> dict:
+    """Draw and write one video; return its detections and metadata."""
+    cv2.setNumThreads(1)
+    out, split, index = Path(job["out"]), job["split"], job["index"]
+    T, (H, W), diff = job["frames"], job["size"], float(job["difficulty"])
+    rng = np.random.default_rng(_video_seed(job["seed"], split, index))
+    seq_num = index + 1
+    name = f"{seq_num:06d}_synth_{split}"
+    bg_full = background(rng, H + 16, W + 16)
+    pan = np.cumsum(rng.normal(0, 0.25, (T, 2)), 0) * (rng.random() < 0.5)
+    pan = np.clip(pan - pan.mean(0) + 8, 0, 16)
+
+    people = []
+    for k in range(int(rng.integers(job["people"][0], job["people"][1] + 1))):
+        h = rng.uniform(0.45, 0.85) * H
+        ground = H * (0.55 + 0.42 * (h / H - 0.45) / 0.4) + rng.uniform(-0.04, 0.04) * H
+        J, yaw, mode = make_poses(rng, T, h, ground, W)
+        people.append({"track_id": k, "height": h, "ground": ground, "joints": J, "yaw": yaw, "mode": mode,
+                       "style": person_style(rng, h)})  # fmt: skip
+    order = sorted(range(len(people)), key=lambda i: people[i]["ground"])  # far (higher in the image) first
+    crowd = []
+    if rng.random() < 0.1 + 0.8 * diff:
+        cy = rng.uniform(0.3, 0.45) * H
+        cands = rng.uniform(0.15, 0.85, 6) * W  # the crowd goes where it hides the fewest annotated joints
+        allj = np.concatenate([p["joints"].reshape(-1, 2) for p in people])
+        near = (np.abs(allj[:, 1] - cy + 0.06 * H) < 0.14 * H)
+        cx = cands[np.argmin([(near & (np.abs(allj[:, 0] - c) < 0.15 * W)).sum() for c in cands])]
+        for _ in range(int(rng.integers(2, 5))):
+            h = rng.uniform(0.1, 0.16) * H
+            J, yaw, _ = make_poses(rng, T, h, cy + rng.uniform(-0.03, 0.03) * H, W, mode="wave")
+            J[..., 0] += cx + rng.normal(0, 0.06) * W - np.nanmean(J[..., 0])
+            crowd.append({"joints": J, "yaw": yaw, "style": person_style(rng, h), "height": h})
+    sched = _corruption_schedule(rng, T, diff, people)
+
+    img_dir = out / "images" / split / name
+    img_dir.mkdir(parents=True, exist_ok=True)
+    images, anns, dets, flags, occluded_meta = [], [], [], [], []
+    for t in range(T):
+        image_id = 10000000000 + seq_num * 10000 + t
+        ox, oy = pan[t]
+        m = np.float32([[1, 0, -ox], [0, 1, -oy]])
+        img = cv2.warpAffine(bg_full, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        label = np.zeros((H, W), np.uint8)
+        regions_x, regions_y = [], []
+        if crowd:
+            for cp in crowd:
+                draw_person(img, None, cp["joints"][t], cp["style"], cp["yaw"][t])
+            pts = np.concatenate([cp["joints"][t][~np.isnan(cp["joints"][t][:, 0])] for cp in crowd])
+            pad = 0.06 * H
+            x1, y1 = np.clip(pts.min(0) - pad, 0, [W - 1, H - 1])
+            x2, y2 = np.clip(pts.max(0) + pad, 0, [W - 1, H - 1])
+            if x2 - x1 > 2 and y2 - y1 > 2:
+                cut = min(x2 - x1, y2 - y1) / 4  # an octagon: poseval's polygons are rarely boxes
+                xs = (x1 + cut, x2 - cut, x2, x2, x2 - cut, x1 + cut, x1, x1)
+                ys = (y1, y1, y1 + cut, y2 - cut, y2, y2, y2 - cut, y1 + cut)
+                regions_x.append([round(float(v), 2) for v in xs])
+                regions_y.append([round(float(v), 2) for v in ys])
+        for i in order:
+            p = people[i]
+            draw_person(img, label, p["joints"][t], p["style"], p["yaw"][t], lab=i + 1)
+        applied = {k: False for k in CORRUPTIONS}
+        for kind, strength, params in sorted(sched[t], key=lambda e: CORRUPTIONS.index(e[0])):
+            if kind == "occluder":
+                draw_occluder(img, label, params)
+            else:
+                img = apply_corruption(img, kind, strength, rng)
+            applied[kind] = True
+        flags.append(applied)
+        cv2.imwrite(str(img_dir / f"{t:06d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+
+        labeled = t % job["label_every"] == 0
+        im = {"file_name": f"images/{split}/{name}/{t:06d}.jpg", "id": image_id, "frame_id": image_id,
+              "vid_id": f"{seq_num:06d}", "nframes": T, "is_labeled": labeled, "width": W, "height": H,
+              "ignore_regions_x": regions_x, "ignore_regions_y": regions_y}  # fmt: skip
+        images.append(im)
+        frame_occ = {}
+        for i, p in enumerate(people):
+            pts = p["joints"][t]
+            inside = ~np.isnan(pts[:, 0]) & (pts[:, 0] >= 0) & (pts[:, 0] <= W - 1) & (pts[:, 1] >= 0) \
+                & (pts[:, 1] <= H - 1)  # fmt: skip
+            if inside.sum() < 2:
+                continue
+            head_r = p["style"]["head"]
+            box = _person_box(pts, inside, head_r, W, H)
+            if box[2] <= 1 or box[3] <= 1:
+                continue
+            det_rng = np.random.default_rng(_video_seed(job["seed"], split, index) + [t, i])
+            dets += _jitter(det_rng, box, image_id, diff, W, H)
+            if not labeled:
+                continue
+            kp = np.zeros((17, 3))
+            kp[inside, :2], kp[inside, 2] = np.round(pts[inside], 2), 1
+            L = float(np.linalg.norm(pts[2] - pts[1]))
+            hc = (pts[2] + pts[1]) / 2
+            cover = np.zeros(17, bool)
+            ij = np.round(pts[inside]).astype(int)
+            cover[inside] = label[ij[:, 1], ij[:, 0]] != i + 1
+            frame_occ[str(p["track_id"])] = [int(v) for v in np.flatnonzero(cover)]
+            anns.append({"id": image_id * 100 + i, "image_id": image_id, "category_id": 1, "track_id": p["track_id"],
+                         "keypoints": [float(v) for v in kp.reshape(-1)], "num_keypoints": int(inside.sum()),
+                         "scores": [], "bbox": box, "bbox_head": [round(float(hc[0] - L / 2), 2),
+                                                                   round(float(hc[1] - L / 2), 2), round(L, 2),
+                                                                   round(L, 2)],
+                         "iscrowd": False})  # fmt: skip
+        occluded_meta.append(frame_occ)
+        fp_rng = np.random.default_rng(_video_seed(job["seed"], split, index) + [t, 99])
+        for _ in range(int(fp_rng.poisson(0.15 + 0.4 * diff))):  # false positives
+            w, h = fp_rng.uniform(0.1, 0.35) * W, fp_rng.uniform(0.2, 0.7) * H
+            x, y = fp_rng.uniform(0, W - w), fp_rng.uniform(0, H - h)
+            dets.append({"image_id": image_id, "category_id": 1, "bbox": [round(x, 2), round(y, 2), round(w, 2),
+                         round(h, 2)], "score": round(float(fp_rng.uniform(0.05, 0.4)), 4)})  # fmt: skip
+
+    doc = {"images": images, "annotations": anns,
+           "categories": [{"supercategory": "person", "id": 1, "name": "person", "keypoints": list(JOINT_NAMES),
+                           "skeleton": SKELETON}]}  # fmt: skip
+    ann_dir = out / "annotations" / split
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    (ann_dir / f"{name}.json").write_text(json.dumps(doc), encoding="utf-8")
+    return {"name": name, "detections": dets, "flags": flags, "occluded": occluded_meta,
+            "people": [{"track_id": p["track_id"], "mode": p["mode"], "height": round(p["height"], 2)} for p in people],
+            "crowd": len(crowd), "annotations": len(anns),
+            "labeled_frames": sum(im["is_labeled"] for im in images)}  # fmt: skip
+
+
+def _jitter(rng, box, image_id, diff, W, H) -> list:
+    """A detection for one GT box: jittered, score falling with the jitter; sometimes missed."""
+    if rng.random() < 0.02 + 0.08 * diff:
+        return []
+    x, y, w, h = box
+    j = rng.uniform(0.01, 0.04 + 0.12 * diff)
+    cx, cy = x + w / 2 + rng.normal(0, j) * w, y + h / 2 + rng.normal(0, j) * h
+    w2, h2 = w * np.exp(rng.normal(0, j)), h * np.exp(rng.normal(0, j))
+    x1, y1 = max(0.0, cx - w2 / 2), max(0.0, cy - h2 / 2)
+    x2, y2 = min(W - 1.0, cx + w2 / 2), min(H - 1.0, cy + h2 / 2)
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        return []
+    ix = max(0.0, min(x + w, x2) - max(x, x1)) * max(0.0, min(y + h, y2) - max(y, y1))
+    iou = ix / (w * h + (x2 - x1) * (y2 - y1) - ix)
+    score = float(np.clip(0.98 - 1.5 * (1 - iou) + rng.normal(0, 0.03), 0.05, 1.0))
+    return [{"image_id": image_id, "category_id": 1, "bbox": [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
+             "score": round(score, 4)}]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ dataset
+def _init_worker():
+    cv2.setNumThreads(1)
+
+
+def generate(out_dir, *, num_videos: int, frames_per_video: int, size=(192, 256), people=(1, 3),
+             difficulty: float = 0.5, seed: int = 0, split: str = "train", label_every: int = 1, workers: int = 1,
+             progress: bool = False) -> dict:  # fmt: skip
+    """Write a synthetic PoseTrack18-style split (see the module doc) and return a summary.
+
+    Args:
+        out_dir: dataset root (created); the split goes to `images/<split>`, `annotations/<split>`,
+            `detections_<split>.json` and `synthetic_<split>.json`.
+        num_videos, frames_per_video: clip count and length.
+        size: (H, W) of the frames.
+        people: (min, max) annotated people per clip.
+        difficulty: in [0, 1]; 0 = no corruption (and rarely a crowd), 1 = frequent, strong corruptions.
+        seed: base seed; video i is drawn from (seed, split, i).
+        split: folder name, e.g. "train" or "val".
+        label_every: only frames t % label_every == 0 are labelled (PoseTrack val style for > 1).
+        workers: processes; the bytes written do not depend on it.
+        progress: show a tqdm bar.
+
+    Returns:
+        dict: out_dir, split, videos, frames, labeled_frames, annotations, detections, ignore_regions
+        (videos with a crowd), corrupted_frames, corruptions (count per kind), frame_flags
+        ({sequence: [{kind: bool} per frame]}), seconds, clips_per_minute.
+    """
+    if not 0.0 <= difficulty <= 1.0:
+        raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
+    if num_videos < 1 or frames_per_video < 1 or label_every < 1:
+        raise ValueError("num_videos, frames_per_video and label_every must be >= 1")
+    lo, hi = people
+    if not 1 <= lo <= hi:
+        raise ValueError(f"people must be (min, max) with 1 <= min <= max, got {people}")
+    H, W = (int(v) for v in size)
+    if H < 32 or W < 32:
+        raise ValueError(f"size (H, W) must be at least 32 x 32, got {size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [{"out": str(out), "split": split, "index": i, "frames": int(frames_per_video), "size": (H, W),
+             "difficulty": float(difficulty), "seed": int(seed), "people": (int(lo), int(hi)),
+             "label_every": int(label_every)} for i in range(num_videos)]  # fmt: skip
+    start = time.perf_counter()
+    results = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=num_videos, unit="clip", desc=f"synthetic {split}")
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            for r in pool.imap(_make_video, jobs):
+                results.append(r)
+                bar is not None and bar.update(1)
+    else:
+        for job in jobs:
+            results.append(_make_video(job))
+            bar is not None and bar.update(1)
+    if bar is not None:
+        bar.close()
+    dets = [d for r in results for d in r["detections"]]
+    (out / f"detections_{split}.json").write_text(json.dumps(dets), encoding="utf-8")
+    meta = {"generator": "examples/dsta/synthetic.py", "split": split, "seed": seed, "difficulty": difficulty,
+            "size": [H, W], "people": [lo, hi], "label_every": label_every,
+            "videos": {r["name"]: {"people": r["people"], "crowd": r["crowd"], "frame_flags": r["flags"],
+                                   "occluded_joints": r["occluded"]} for r in results}}  # fmt: skip
+    (out / f"synthetic_{split}.json").write_text(json.dumps(meta), encoding="utf-8")
+    seconds = time.perf_counter() - start
+    corrupted = [any(f.values()) for r in results for f in r["flags"]]
+    return {
+        "out_dir": str(out), "split": split, "videos": num_videos, "frames": num_videos * frames_per_video,
+        "labeled_frames": sum(r["labeled_frames"] for r in results),
+        "annotations": sum(r["annotations"] for r in results), "detections": len(dets),
+        "ignore_regions": sum(r["crowd"] > 0 for r in results), "corrupted_frames": int(sum(corrupted)),
+        "corruptions": {k: sum(f[k] for r in results for f in r["flags"]) for k in CORRUPTIONS},
+        "frame_flags": {r["name"]: r["flags"] for r in results},
+        "seconds": round(seconds, 3), "clips_per_minute": round(60.0 * num_videos / max(seconds, 1e-9), 1),
+    }  # fmt: skip
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description="Write a synthetic PoseTrack18-style video-pose dataset.")
+    ap.add_argument("--out", required=True, help="dataset root")
+    ap.add_argument("--videos", type=int, required=True)
+    ap.add_argument("--frames", type=int, required=True, help="frames per video")
+    ap.add_argument("--difficulty", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="train", choices=["train", "val", "test"])
+    ap.add_argument("--size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
+    ap.add_argument("--people", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"))
+    ap.add_argument("--label-every", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args(argv)
+    s = generate(args.out, num_videos=args.videos, frames_per_video=args.frames, size=tuple(args.size),
+                 people=tuple(args.people), difficulty=args.difficulty, seed=args.seed, split=args.split,
+                 label_every=args.label_every, workers=args.workers, progress=True)  # fmt: skip
+    print(f"wrote {s['videos']} clips x {args.frames} frames ({s['frames']} images, {s['labeled_frames']} labelled, "
+          f"{s['annotations']} person annotations, {s['detections']} detections) to {s['out_dir']}")  # fmt: skip
+    print(f"corrupted frames: {s['corrupted_frames']} ({s['corruptions']}); clips with an ignore region: "
+          f"{s['ignore_regions']}")  # fmt: skip
+    print(f"{s['seconds']:.1f} s, {s['clips_per_minute']:.0f} clips/min")
+    return s
+
+
+if __name__ == "__main__":
+    main()
