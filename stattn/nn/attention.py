@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import ops
 from ..skeletons import Skeleton, normalize_groups
+from ._checks import positive_int
 from .drop import DropPath
 
 __all__ = ["TemporalAttention", "GroupedSpatialAttention", "GlobalAttention", "LocalAwarenessBlock"]
@@ -43,8 +44,7 @@ class _PackedQKVAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, proj_drop: float) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("num_heads", num_heads)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-                raise ValueError(f"{type(self).__name__}: {name} must be a positive int, got {value!r}")
+            positive_int(type(self).__name__, name, value)
         if dim % num_heads:
             raise ValueError(f"{type(self).__name__}: dim {dim} is not divisible by num_heads {num_heads}")
         self.dim, self.num_heads, self.head_dim = int(dim), int(num_heads), int(dim) // int(num_heads)

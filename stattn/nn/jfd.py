@@ -1,7 +1,6 @@
 """Joint-centric Feature Decoder (JFD): backbone features -> one token per joint (DSTA Sec. 3.2)."""
 from __future__ import annotations
 
-import numbers
 from typing import Literal
 
 import torch
@@ -9,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..skeletons import Skeleton
+from ._checks import positive_int
 
 __all__ = ["JointCentricFeatureDecoder"]
 
@@ -16,9 +16,7 @@ _MODES = ("pooled", "map")
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"JointCentricFeatureDecoder: {name} must be a positive int, got {value!r}")
-    return int(value)
+    return positive_int("JointCentricFeatureDecoder", name, value)
 
 
 class JointCentricFeatureDecoder(nn.Module):

@@ -13,18 +13,13 @@ import torch
 from torch import nn
 
 from ..skeletons import POSETRACK, Skeleton
+from ._checks import positive_int
 from .attention import Groups, LocalAwarenessBlock, _as_partition
 
 __all__ = ["SpaceTimeDecoupling"]
 
 _MODES = ("decoupled", "coupled", "temporal", "spatial")
 _AGGREGATIONS = ("concat", "weighted")
-
-
-def _positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 class SpaceTimeDecoupling(nn.Module):
@@ -110,9 +105,9 @@ class SpaceTimeDecoupling(nn.Module):
     ) -> None:
         super().__init__()
         name = "SpaceTimeDecoupling"
-        self.dim = _positive_int(name, "dim", dim)
-        self.num_frames = _positive_int(name, "num_frames", num_frames)
-        self.depth = _positive_int(name, "depth", depth)
+        self.dim = positive_int(name, "dim", dim)
+        self.num_frames = positive_int(name, "num_frames", num_frames)
+        self.depth = positive_int(name, "depth", depth)
         if mode not in _MODES:
             raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
         if aggregation not in _AGGREGATIONS:
