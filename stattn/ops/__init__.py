@@ -234,5 +234,3 @@ def _flat_groups(op: str, groups, num_tokens: int) -> tuple[tuple[int, ...], tup
     groups = normalize_groups(groups, num_tokens)
     return tuple(i for g in groups for i in g), tuple(len(g) for g in groups)
 
-
-Skeleton = Skeleton  # re-exported for type hints in user code

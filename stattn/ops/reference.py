@@ -55,6 +55,17 @@ def temporal_mask(frames: int, window: int | None, causal: bool, device=None) ->
     return allowed
 
 
+def _probabilities(qc, kc, R, scale: float, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over keys, `[Lk, P, Lq, Q, H]`, from channel-flattened ``qc [P, Lq, Q, C]``, ``kc [P, Lk, Q, C]``."""
+    P, Lq, Q, C = qc.shape
+    Lk, H = kc.shape[1], R.shape[1]
+    s = torch.stack([(qc * kc[:, j : j + 1]).reshape(-1, C) @ R for j in range(Lk)])  # [Lk, P*Lq*Q, H]
+    s = s.view(Lk, P, Lq, Q, H) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask.t().reshape(Lk, 1, Lq, 1, 1), float("-inf"))
+    return torch.softmax(s, dim=0)
+
+
 def _attend(q, k, v, scale: float, mask: torch.Tensor | None) -> torch.Tensor:
     """Attention along dim 1: queries ``q [P, Lq, Q, H, D]`` against keys/values ``[P, Lk, Q, H, D]``.
 
@@ -66,11 +77,7 @@ def _attend(q, k, v, scale: float, mask: torch.Tensor | None) -> torch.Tensor:
     Lk, C = k.shape[1], H * D
     R = _head_indicator(H, D, q.dtype, str(q.device))
     qc, kc, vc = (t.reshape(P, -1, Q, C) for t in (q, k, v))
-    s = torch.stack([(qc * kc[:, j : j + 1]).reshape(-1, C) @ R for j in range(Lk)])  # [Lk, P*Lq*Q, H]
-    s = s.view(Lk, P, Lq, Q, H) * scale
-    if mask is not None:
-        s = s.masked_fill(~mask.t().reshape(Lk, 1, Lq, 1, 1), float("-inf"))
-    p = torch.softmax(s, dim=0)
+    p = _probabilities(qc, kc, R, scale, mask)
     out = None
     for j in range(Lk):
         term = (p[j].reshape(-1, H) @ R.t()).view(P, Lq, Q, C) * vc[:, j : j + 1]
@@ -84,11 +91,7 @@ def _attend_backward(grad, q, k, v, scale: float, mask: torch.Tensor | None):
     Lk, C = k.shape[1], H * D
     R = _head_indicator(H, D, q.dtype, str(q.device))
     qc, kc, vc, gc = (t.reshape(P, -1, Q, C) for t in (q, k, v, grad))
-    s = torch.stack([(qc * kc[:, j : j + 1]).reshape(-1, C) @ R for j in range(Lk)])
-    s = s.view(Lk, P, Lq, Q, H) * scale
-    if mask is not None:
-        s = s.masked_fill(~mask.t().reshape(Lk, 1, Lq, 1, 1), float("-inf"))
-    p = torch.softmax(s, dim=0)
+    p = _probabilities(qc, kc, R, scale, mask)
     dp = torch.stack([(gc * vc[:, j : j + 1]).reshape(-1, C) @ R for j in range(Lk)]).view(Lk, P, Lq, Q, H)
     ds = p * (dp - (p * dp).sum(0, keepdim=True)) * scale
     dq = None

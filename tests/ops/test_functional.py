@@ -96,6 +96,7 @@ def test_skeleton_and_groups_agree():
 
 
 def test_cpu_default_and_triton_refusal_lists_reasons(monkeypatch):
+    monkeypatch.delenv("STATTN_BACKEND", raising=False)  # the default choice is under test
     q, k, v = make_inputs(1, 2, 3, 1, 4)
     expected = "native" if not _dispatch.native_reasons("temporal_attention", q) else "reference"
     assert _dispatch.choose_backend("temporal_attention", q, None) == expected
