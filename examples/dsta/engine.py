@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from data import PoseTrackClips
-from model import MODEL_DEFAULTS
+from model import MODEL_DEFAULTS, build_model
 from torch.utils.data import Dataset, Sampler
 from transforms import AugmentConfig
 
@@ -367,6 +367,17 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: not a DSTA checkpoint (expected a dict with 'model', 'config', ...)")
     return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, cfg: dict) -> torch.nn.Module:
+    """The trained model of a checkpoint, built from `cfg` (its config, maybe with overrides).
+
+    DDP (`module.`) and torch.compile (`_orig_mod.`) prefixes are stripped; the pretrained backbone is
+    not reloaded, since the checkpoint holds the trained one.
+    """
+    model = build_model({**cfg, "pretrained": None})
+    model.load_state_dict({k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+    return model
 
 
 def atomic_write_text(path, text: str) -> None:

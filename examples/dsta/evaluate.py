@@ -24,7 +24,6 @@ import posetrack_eval
 import posetrack_write
 import torch
 from data import collate_clips
-from model import build_model
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from transforms import crop_to_image
@@ -102,10 +101,7 @@ def load_model(checkpoint, device, sets=None) -> tuple[torch.nn.Module, dict, di
     override config keys (e.g. data paths on another machine)."""
     ckpt = engine.load_checkpoint(checkpoint)
     cfg = engine.load_config(None, sets, base=ckpt["config"])
-    model = build_model({**cfg, "pretrained": None})  # the checkpoint holds the trained backbone
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
-    return model.to(device).eval(), cfg, ckpt
+    return engine.model_from_checkpoint(ckpt, cfg).to(device).eval(), cfg, ckpt
 
 
 def main(argv=None) -> dict | None:

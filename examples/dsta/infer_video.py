@@ -80,10 +80,8 @@ def load_model(checkpoint=None, config=None, device="cpu", sets=None, seed: int 
         except Exception as exc:  # a truncated file, not a torch file, an unpicklable object
             raise InferenceError(f"cannot load checkpoint {checkpoint}: {exc}") from exc
         cfg = _config(None, sets, ckpt.get("config") or {}, checkpoint)
-        model = build_model({**cfg, "pretrained": None})  # the checkpoint holds the trained backbone
-        state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
         try:
-            model.load_state_dict(state)
+            model = engine.model_from_checkpoint(ckpt, cfg)
         except RuntimeError as exc:
             raise InferenceError(f"checkpoint {checkpoint}: its weights do not fit the model of its config: "
                                  f"{exc}") from exc  # fmt: skip
