@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["make_inputs", "assert_close", "relative_error", "TOLERANCES"]
+__all__ = ["make_inputs", "assert_close", "relative_error", "assert_compile_matches_eager", "TOLERANCES"]
 
 #: Max relative error (see :func:`relative_error`) an implementation may show against the float64
 #: reference, per input dtype. fp16/bf16 allow for rounding the inputs and output once each.
@@ -57,3 +57,18 @@ def assert_close(ref: torch.Tensor, out: torch.Tensor, tol: float | None = None,
     err = relative_error(ref, out)
     if not err <= tol:  # also catches NaN
         raise AssertionError(f"{name}: relative error {err:.3e} > tolerance {tol:.1e} ({out.dtype})")
+
+
+def assert_compile_matches_eager(fn, inputs, tol: float = 1e-6, backend: str = "aot_eager") -> None:
+    """``torch.compile(fn, fullgraph=True)`` gives eager's output and the gradients of its square-sum.
+
+    ``inputs`` are leaf tensors with ``requires_grad``; ``aot_eager`` traces the forward and the
+    backward (what fullgraph support needs) without the C++ compile time of inductor.
+    """
+    eager = fn(*inputs)
+    eager_grads = torch.autograd.grad(eager.square().sum(), inputs)
+    compiled = torch.compile(fn, fullgraph=True, backend=backend)(*inputs)
+    compiled_grads = torch.autograd.grad(compiled.square().sum(), inputs)
+    assert_close(eager, compiled, tol, name="compiled output")
+    for i, (a, b) in enumerate(zip(eager_grads, compiled_grads)):
+        assert_close(a, b, tol, name=f"compiled gradient {i}")

@@ -16,19 +16,13 @@ from stattn.nn import (
 )
 from stattn.skeletons import COCO17, POSETRACK
 
+from .helpers import randomize
+
 GROUPS5 = ((0, 3), (1,), (2, 4))
 
 
 def _groups_for(n):
     return {5: GROUPS5, 17: POSETRACK}[n]
-
-
-def _randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
-    return module
 
 
 def dense_attention(layer, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -76,7 +70,7 @@ SHAPES = [  # B, F, N, H, C
 @pytest.mark.parametrize("B,Fr,N,H,C", SHAPES)
 @pytest.mark.parametrize("window,causal", [(None, False), (1, False), (None, True), (0, True)])
 def test_temporal_attention_matches_dense(B, Fr, N, H, C, window, causal):
-    layer = _randomize(TemporalAttention(C, H, window=window, causal=causal).double())
+    layer = randomize(TemporalAttention(C, H, window=window, causal=causal).double())
     x = torch.randn(B, Fr, N, C, dtype=torch.float64)
     ref = dense_attention(layer, x, temporal_allowed(Fr, N, window, causal))
     out = layer(x)
@@ -87,7 +81,7 @@ def test_temporal_attention_matches_dense(B, Fr, N, H, C, window, causal):
 @pytest.mark.parametrize("B,Fr,N,H,C", SHAPES)
 def test_grouped_attention_matches_dense(B, Fr, N, H, C):
     groups = _groups_for(N)
-    layer = _randomize(GroupedSpatialAttention(C, groups, H).double())
+    layer = randomize(GroupedSpatialAttention(C, groups, H).double())
     x = torch.randn(B, Fr, N, C, dtype=torch.float64)
     tight = dict(rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(layer(x), dense_attention(layer, x, grouped_allowed(Fr, groups, N)), **tight)
@@ -96,7 +90,7 @@ def test_grouped_attention_matches_dense(B, Fr, N, H, C):
 
 
 def test_grouped_attention_unequal_groups_coco():
-    layer = _randomize(GroupedSpatialAttention(16, COCO17, num_heads=2).double())
+    layer = randomize(GroupedSpatialAttention(16, COCO17, num_heads=2).double())
     x = torch.randn(2, 17, 16, dtype=torch.float64)
     ref = dense_attention(layer, x, grouped_allowed(1, COCO17, 17))
     torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10)
@@ -104,7 +98,7 @@ def test_grouped_attention_unequal_groups_coco():
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 16), (2, 7, 16)])
 def test_global_attention_matches_dense(shape):
-    layer = _randomize(GlobalAttention(16, num_heads=2).double())
+    layer = randomize(GlobalAttention(16, num_heads=2).double())
     x = torch.randn(*shape, dtype=torch.float64)
     T = x[0, ..., 0].numel()
     ref = dense_attention(layer, x, torch.ones(T, T, dtype=torch.bool))
@@ -126,7 +120,7 @@ def test_block_shapes_and_dtypes(kind, dtype):
 @pytest.mark.parametrize("kind", ["temporal", "grouped"])
 def test_block_matches_prenorm_formula(kind):
     groups = GROUPS5 if kind == "grouped" else None
-    blk = _randomize(LocalAwarenessBlock(8, kind, num_heads=2, mlp_ratio=1.5, drop_path=0.5, groups=groups).double())
+    blk = randomize(LocalAwarenessBlock(8, kind, num_heads=2, mlp_ratio=1.5, drop_path=0.5, groups=groups).double())
     blk.eval()  # drop path is the identity in eval
     x = torch.randn(2, 3, 5, 8, dtype=torch.float64)
     allowed = temporal_allowed(3, 5) if kind == "temporal" else grouped_allowed(3, GROUPS5, 5)

@@ -9,20 +9,14 @@ from einops import rearrange
 from stattn.nn import SpaceTimeDecoupling
 from stattn.skeletons import COCO17, POSETRACK
 
+from .helpers import randomize
+
 # Official DSTA internals (dsta_spec.md §1.2): internal token t holds COCO slot OFFICIAL_TOKENS[t];
 # output slot s takes internal token JOINT_ORDOR[s]; slots 3, 4 are never used.
 OFFICIAL_TOKENS = [2, 0, 1, 5, 7, 9, 6, 8, 10, 11, 13, 15, 12, 14, 16, 3, 4]
 JOINT_ORDOR = [1, 2, 0, 0, 0, 3, 6, 4, 7, 5, 8, 9, 12, 10, 13, 11, 14]
 USED_SLOTS = [0, 1, 2] + list(range(5, 17))
 GROUPS5 = ((0, 3), (1,), (2, 4))
-
-
-def _randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
-    return module
 
 
 def official_block(x: torch.Tensor, blk) -> torch.Tensor:
@@ -69,7 +63,7 @@ def official_std(x: torch.Tensor, std: SpaceTimeDecoupling, key: int):
 def test_decoupled_weighted_matches_official(frames, key):
     torch.manual_seed(0)
     std = SpaceTimeDecoupling(32, POSETRACK, num_frames=frames, key_frame=key if key != frames // 2 else None)
-    _randomize(std.double()).eval()
+    randomize(std.double()).eval()
     assert std.key_frame == key % frames
     x = torch.randn(3, frames, 17, 32, dtype=torch.float64)
     ref, _, _ = official_std(x, std, key)
@@ -81,10 +75,10 @@ def test_decoupled_weighted_matches_official(frames, key):
 @pytest.mark.parametrize("mode", ["decoupled", "temporal", "spatial"])
 def test_concat_and_single_streams_match_official(mode):
     std = SpaceTimeDecoupling(32, POSETRACK, num_frames=5, mode=mode, aggregation="concat")
-    _randomize(std.double(), seed=3).eval()
+    randomize(std.double(), seed=3).eval()
     x = torch.randn(2, 5, 17, 32, dtype=torch.float64)
     if mode != "decoupled":  # the re-statement needs both stacks: borrow the missing one
-        other = _randomize(SpaceTimeDecoupling(32, num_frames=5).double(), seed=4)
+        other = randomize(SpaceTimeDecoupling(32, num_frames=5).double(), seed=4)
         for stream in ("temporal", "spatial"):
             for name in (f"{stream}_pos", f"{stream}_blocks", f"{stream}_norm"):
                 if not hasattr(std, name):
@@ -96,7 +90,7 @@ def test_concat_and_single_streams_match_official(mode):
 
 
 def test_key_frame_selection_spatial_reads_only_key():
-    std = _randomize(SpaceTimeDecoupling(8, GROUPS5, num_frames=4, key_frame=-1, mode="spatial", num_heads=2)).eval()
+    std = randomize(SpaceTimeDecoupling(8, GROUPS5, num_frames=4, key_frame=-1, mode="spatial", num_heads=2)).eval()
     x = torch.randn(2, 4, 5, 8)
     y = x.clone()
     y[:, :3] = torch.randn(2, 3, 5, 8)  # change every frame but the key (last) one
@@ -132,7 +126,7 @@ STACK_PREFIX = {"temporal": ("temporal_",), "spatial": ("spatial_",), "coupled":
 def test_modes_run_and_every_parameter_gets_gradient(mode, aggregation):
     torch.manual_seed(0)
     std = SpaceTimeDecoupling(16, POSETRACK, num_frames=3, mode=mode, aggregation=aggregation, num_heads=2, depth=2)
-    _randomize(std)
+    randomize(std)
     expected_dim = 32 if (mode == "decoupled" and aggregation == "concat") else 16
     assert std.out_dim == expected_dim
     x = torch.randn(2, 3, 17, 16, requires_grad=True)
@@ -224,7 +218,7 @@ def test_bad_input_raises(shape, match):
 
 def test_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
-    std = _randomize(SpaceTimeDecoupling(16, POSETRACK, num_frames=3, num_heads=4, depth=2)).eval()
+    std = randomize(SpaceTimeDecoupling(16, POSETRACK, num_frames=3, num_heads=4, depth=2)).eval()
     x = torch.randn(2, 3, 17, 16)
     compiled = torch.compile(std, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), std(x))
