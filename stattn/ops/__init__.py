@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Sequence
 
 import torch
@@ -37,7 +38,7 @@ def _exporting() -> bool:
     stattn ops are opaque to them, so the functionals then inline the reference math instead."""
     if torch.compiler.is_exporting():
         return True
-    onnx = getattr(torch, "onnx", None)
+    onnx = sys.modules.get("torch.onnx")  # an ONNX export has imported it; never import it just to ask
     return bool(onnx is not None and onnx.is_in_onnx_export())
 
 
