@@ -12,11 +12,15 @@ never run at inference.
 The image baseline (paper Table 1, "RLE"): backbone on the key frame, global average pooling, RLE's
 normalized linear layer for the coordinates and a plain linear layer + sigmoid for sigma.
 
+The pooled-clip model (paper Table 4, "w/o JFD and STD"): the image baseline fed with the whole clip:
+each frame's globally pooled feature, concatenated over frames and fused by one linear layer, so time
+is modelled on whole-pose features instead of per joint.
+
 Config keys (`build_model(cfg)`; other keys, e.g. the `data` / `train` sections, are ignored):
 
 | key | default | meaning |
 |---|---|---|
-| model | "dsta" | "dsta" or "image_baseline" |
+| model | "dsta" | "dsta", "image_baseline" or "pooled_clip" |
 | backbone | "resnet50" | `backbones.build_backbone` name, or an `nn.Module` with `out_channels`, `stride` |
 | backbone_kwargs | {} | extra keyword arguments of `build_backbone` |
 | pretrained | None | backbone weights (`backbones.load_backbone_weights`, scheme "auto") |
@@ -40,8 +44,8 @@ from stattn.nn import JointCentricFeatureDecoder, RegressionHead, RegressionOutp
 from stattn.skeletons import COCO17, POSETRACK, Skeleton
 from torch import nn
 
-__all__ = ["MODEL_DEFAULTS", "LOSS_DEFAULTS", "DSTA", "ImageRegressionBaseline", "build_model", "resolve_model_config",
-           "plain_config", "dsta_init_", "count_parameters"]  # fmt: skip
+__all__ = ["MODEL_DEFAULTS", "LOSS_DEFAULTS", "DSTA", "ImageRegressionBaseline", "PooledClipRegression", "build_model",
+           "resolve_model_config", "plain_config", "dsta_init_", "count_parameters"]  # fmt: skip
 
 #: DSTA's loss: the RLE code's variant, flow prior N((0.5, 0.5), I), default weights with zero biases.
 LOSS_DEFAULTS = {"variant": "rle", "prior_mean": [0.5, 0.5], "flow_init": "dsta"}
@@ -52,7 +56,7 @@ MODEL_DEFAULTS = {
     "loss": LOSS_DEFAULTS,
 }  # fmt: skip
 _SKELETONS = {"posetrack": POSETRACK, "coco17": COCO17}
-_MODELS = ("dsta", "image_baseline")
+_MODELS = ("dsta", "image_baseline", "pooled_clip")
 
 
 def _backbone_name(backbone) -> str:
@@ -196,10 +200,30 @@ class ImageRegressionBaseline(_RegressionModel):
         if frames.dim() != 4 or frames.shape[1] != 3:
             shape = tuple(frames.shape)
             raise ValueError(f"ImageRegressionBaseline: expected [B, 3, H, W] or [B, T, 3, H, W], got {shape}")
-        pooled = self.backbone(frames).mean(dim=(-2, -1))
+        return self._regress(self.backbone(frames).mean(dim=(-2, -1)))
+
+    def _regress(self, pooled: torch.Tensor) -> RegressionOutput:
         coords = self.coord(pooled) + 0.5
         sigma = torch.sigmoid(self.sigma(pooled)).view(pooled.shape[0], self.num_joints, 2)
         return RegressionOutput(coords, sigma, (1 - sigma).mean(-1, keepdim=True))
+
+
+class PooledClipRegression(ImageRegressionBaseline):
+    """Table 4's "w/o JFD and STD": every frame's pooled feature `[B, T, C]`, concatenated and fused by
+    `Linear(T * C, C)`, then the image baseline's heads. With T = 1 it is the baseline plus one layer."""
+
+    def __init__(self, backbone: nn.Module, frames=(-1, 0, 1), input_size=(256, 192), skeleton: Skeleton = POSETRACK,
+                 loss_fn: nn.Module | None = None):  # fmt: skip
+        super().__init__(backbone, frames, input_size, skeleton, loss_fn=loss_fn)
+        channels = int(backbone.out_channels)
+        self.fuse = nn.Linear(self.num_frames * channels, channels)
+
+    def forward(self, frames: torch.Tensor) -> RegressionOutput:
+        """Args: frames `[B, T, 3, H, W]` (`[B, 3, H, W]` when T = 1). Returns: as `ImageRegressionBaseline`."""
+        x = _check_clip(frames, self.num_frames, "PooledClipRegression")
+        b, t = x.shape[:2]
+        pooled = self.backbone(x.flatten(0, 1)).mean(dim=(-2, -1))  # [B*T, C]
+        return self._regress(self.fuse(pooled.view(b, t * pooled.shape[-1])))
 
 
 def dsta_init_(model: nn.Module) -> nn.Module:
@@ -229,7 +253,7 @@ def _make_backbone(cfg: dict) -> nn.Module:
 
 
 def build_model(cfg: dict) -> nn.Module:
-    """A `DSTA` or `ImageRegressionBaseline` from a config dict (keys in the module doc).
+    """A `DSTA`, `ImageRegressionBaseline` or `PooledClipRegression` from a config dict (keys in the module doc).
 
     The resolved, YAML-safe model config is kept as `model.config`. With `pretrained`, the backbone
     weights are loaded after init and the loader's report is kept as `model.pretrained_report`.
@@ -246,7 +270,8 @@ def build_model(cfg: dict) -> nn.Module:
                      std_mode=c["std_mode"], aggregation=c["aggregation"], depth=int(c["depth"]), heads=int(c["heads"]),
                      mlp_ratio=float(c["mlp_ratio"]), drop_path=float(c["drop_path"]), loss_fn=loss_fn)  # fmt: skip
     else:
-        model = ImageRegressionBaseline(backbone, c["frames"], c["input_size"], skeleton, loss_fn=loss_fn)
+        cls = ImageRegressionBaseline if c["model"] == "image_baseline" else PooledClipRegression
+        model = cls(backbone, c["frames"], c["input_size"], skeleton, loss_fn=loss_fn)
     if c["init"] == "dsta":
         dsta_init_(model)
     model.pretrained_report = None

@@ -3,7 +3,7 @@ import pytest
 import torch
 import yaml
 from backbones import build_backbone
-from model import DSTA, ImageRegressionBaseline, build_model, dsta_init_, resolve_model_config
+from model import DSTA, ImageRegressionBaseline, PooledClipRegression, build_model, dsta_init_, resolve_model_config
 from stattn.nn import RegressionOutput, RLELoss
 from torch import nn
 
@@ -114,6 +114,25 @@ def test_image_baseline(t):
     _backward_reaches_everything(model, model(x), target, weight)
 
 
+def test_pooled_clip_uses_every_frame():
+    """Table 4's "w/o JFD and STD": whole-pose features of all frames; changing a non-key frame changes the
+    prediction (the image baseline ignores it)."""
+    torch.manual_seed(0)
+    model = build_model({**BASE, "model": "pooled_clip", "frames": [-1, 0, 1]}).eval()
+    assert isinstance(model, PooledClipRegression)
+    x, target, weight = _batch(3, 3)
+    with torch.no_grad():
+        out = model(x)
+        _check_output(out, 3)
+        y = x.clone()
+        y[:, 0] = torch.randn_like(y[:, 0])
+        assert not torch.allclose(model(y).coords, out.coords)
+    with pytest.raises(ValueError, match="expected frames"):
+        model(x[:, :2])
+    model.train()
+    _backward_reaches_everything(model, model(x), target, weight)
+
+
 def test_backbone_instance_and_plain_config():
     class Fixture(nn.Module):
         out_channels, stride, name = 8, 4, "fixture"
@@ -180,7 +199,7 @@ def test_compiles_without_graph_breaks():
     torch.testing.assert_close(out.coords, ref.coords)
 
 
-@pytest.mark.parametrize("model_name", ["dsta", "image_baseline"])
+@pytest.mark.parametrize("model_name", ["dsta", "image_baseline", "pooled_clip"])
 def test_batch_of_one_person_trains(model_name):
     """The official code crashes on a batch of exactly 1 (a squeeze meant for its inference script)."""
     model = build_model({**BASE, "model": model_name, "frames": [-1, 0, 1]})
