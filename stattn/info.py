@@ -49,7 +49,27 @@ def report() -> str:
             for backend, reasons in refusals.items():
                 if backend != chosen and reasons:
                     lines.append(f"      not {backend}: {'; '.join(reasons)}")
+    lines += ["", "fused whole-block kernel (LocalAwarenessBlock / SpaceTimeDecoupling, eval mode, float32):"]
+    lines += [f"  {line}" for line in _fused_block_lines(devices)]
     return "\n".join(lines)
+
+
+def _fused_block_lines(devices: list[str]) -> list[str]:
+    """Whether a default (``fused=None``) DSTA block in eval mode runs the fused kernel, per device."""
+    from .nn import LocalAwarenessBlock  # noqa: PLC0415
+
+    out = []
+    for device in devices:
+        block = LocalAwarenessBlock(32, "temporal").to(device).eval()
+        x = torch.empty(_PROBE_SHAPE[:3] + (32,), device=device)
+        if block.uses_fused(x):
+            out.append(f"{device:<5} -> used")
+            continue
+        from .nn.fused import fusion_reasons  # noqa: PLC0415
+
+        reasons = fusion_reasons(block, x) or ["the default uses it on CUDA only (fused=True forces it)"]
+        out.append(f"{device:<5} -> not used: {'; '.join(reasons)}")
+    return out
 
 
 def main() -> None:

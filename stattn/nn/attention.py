@@ -21,6 +21,7 @@ from torch import nn
 from .. import ops
 from ..skeletons import Skeleton, normalize_groups
 from ._checks import positive_int
+from . import fused as _fused
 from .drop import DropPath
 
 __all__ = ["TemporalAttention", "GroupedSpatialAttention", "GlobalAttention", "LocalAwarenessBlock"]
@@ -266,6 +267,11 @@ class LocalAwarenessBlock(nn.Module):
         window: temporal window for ``"temporal"`` (None = all frames).
         causal: causal temporal attention for ``"temporal"``.
         backend: forwarded to the functional op (None = automatic).
+        fused: the whole-block Triton kernel (:mod:`stattn.nn.fused`: one launch for LN, QKV,
+            attention, projection, MLP and both residuals). None (default): used on CUDA in eval mode
+            when the call is eligible (:func:`stattn.nn.fused.fusion_reasons`); True: used on every
+            eligible call, including training without dropout, and an ineligible call raises;
+            False: never. Gradients through a fused forward come from recomputing the unfused block.
 
     Shape:
         x: `[B, F, N, C]` (or `[B, N, C]` for grouped / global attention) -> same shape.
@@ -291,8 +297,11 @@ class LocalAwarenessBlock(nn.Module):
         window: int | None = None,
         causal: bool = False,
         backend: str | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__()
+        if fused not in (None, True, False):
+            raise ValueError(f"LocalAwarenessBlock: fused must be None, True or False, got {fused!r}")
         if isinstance(attention, nn.Module):
             attn = attention
         elif attention not in _ATTENTION_KINDS:
@@ -324,8 +333,35 @@ class LocalAwarenessBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = _Mlp(dim, hidden, drop)
         self.drop_path = DropPath(drop_path)
+        self.fused = fused
+        if fused:
+            refused = _fused.structure_reasons(self)
+            if refused:
+                raise ValueError(f"LocalAwarenessBlock: fused=True, but {'; '.join(refused)}")
+
+    def uses_fused(self, x: torch.Tensor) -> bool:
+        """Whether ``self(x)`` runs the fused kernel (raises for ``fused=True`` and an ineligible call)."""
+        if self.fused is False or (self.fused is None and (self.training or x.device.type != "cuda")):
+            return False
+        if self.fused is None and _fused.structure_reasons(self):
+            return False
+        kind = _fused.attention_kind(self)
+        ranks = (4,) if kind == "temporal" else (3, 4)
+        if not isinstance(x, torch.Tensor) or x.dim() not in ranks or x.shape[-1] != self.attn.dim:
+            return False  # the unfused path raises the layer's own shape error
+        if kind == "grouped" and x.shape[-2] != self.attn.num_tokens:
+            return False
+        reasons = _fused.fusion_reasons(self, x)
+        if reasons and self.fused:
+            raise ValueError(f"LocalAwarenessBlock(fused=True): cannot fuse this call: {'; '.join(reasons)}")
+        return not reasons
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x `[B, F, N, C]` (or `[B, N, C]`). Returns: same shape."""
+        if self.uses_fused(x):
+            return _fused.fused_block(self, x)
+        return self._unfused_forward(x)
+
+    def _unfused_forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -73,6 +73,9 @@ class SpaceTimeDecoupling(nn.Module):
         norm_eps: epsilon of every LayerNorm.
         drop: dropout after attention projections and inside MLPs (0 in DSTA).
         backend: forwarded to the attention functionals (None = automatic).
+        fused: forwarded to every block of the TD and SD stacks (see
+            :class:`~stattn.nn.LocalAwarenessBlock`): None = the whole-block Triton kernel on CUDA in
+            eval mode, False = never. ``mode="coupled"`` (global attention) has no fused kernel.
 
     Shape:
         x: `[B, F, N, C]` tokens in skeleton slot order (e.g. a JFD output `[B * F, N, C]` viewed as
@@ -102,9 +105,12 @@ class SpaceTimeDecoupling(nn.Module):
         norm_eps: float = 1e-6,
         drop: float = 0.0,
         backend: str | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__()
         name = "SpaceTimeDecoupling"
+        if fused and mode == "coupled":
+            raise ValueError(f"{name}: fused=True, but mode='coupled' uses global attention, which has no fused kernel")
         self.dim = positive_int(name, "dim", dim)
         self.num_frames = positive_int(name, "num_frames", num_frames)
         self.depth = positive_int(name, "depth", depth)
@@ -132,7 +138,7 @@ class SpaceTimeDecoupling(nn.Module):
 
         if mode in ("decoupled", "temporal"):
             self.temporal_pos = nn.Parameter(torch.zeros(num_frames, dim))
-            self.temporal_blocks = stack("temporal", backend=backend)
+            self.temporal_blocks = stack("temporal", backend=backend, fused=fused)
             self.temporal_norm = nn.LayerNorm(dim, eps=norm_eps)
         if mode in ("decoupled", "spatial"):
             position = torch.empty(self.num_joints, dtype=torch.long)
@@ -140,7 +146,7 @@ class SpaceTimeDecoupling(nn.Module):
                 position[list(g)] = torch.arange(len(g))
             self.register_buffer("spatial_index", position, persistent=False)
             self.spatial_pos = nn.Parameter(torch.zeros(max(len(g) for g in self.groups), dim))
-            self.spatial_blocks = stack("grouped", groups=self.groups, backend=backend)
+            self.spatial_blocks = stack("grouped", groups=self.groups, backend=backend, fused=fused)
             self.spatial_norm = nn.LayerNorm(dim, eps=norm_eps)
         if mode == "coupled":
             self.pos = nn.Parameter(torch.zeros(num_frames, self.num_joints, dim))
