@@ -20,9 +20,10 @@ from ._block_kernel import _block_fwd_kernel
 __all__ = ["BlockWeights", "fused_block_fwd", "block_config", "block_configs", "BlockConfig", "MAX_MEMBERS", "MAX_CHANNELS"]
 
 LOG2E = 1.4426950408889634
-#: Rows of one program's tile (more only if one sequence is longer). fp32 products run on CUDA cores
-#: in exact ("ieee") mode and need twice the registers: 64 rows spill there, 32 do not (ptxas, sm_90a).
-_ROWS = {"fp32": 32, "half": 64}
+#: Rows of one program's tile (more only if one sequence is longer), by (fp32, channels >= 64). fp32
+#: products run on CUDA cores in exact ("ieee") mode and need more registers: these are the largest
+#: tiles ptxas compiles for sm_90a without spills (python -m stattn.ops.triton._compile_check).
+_ROWS = {(False, False): 64, (False, True): 64, (True, False): 32, (True, True): 16}
 MAX_MEMBERS = 64
 MAX_CHANNELS = 128
 _MIN_DOT = 16  # tl.dot needs every dimension >= 16
@@ -55,12 +56,12 @@ class BlockConfig(NamedTuple):
 
 
 def block_config(members: int, channels: int, head_dim: int, hidden: int, fp32: bool = False) -> BlockConfig:
-    """Tile sizes for sequences of ``members`` rows: 64 rows per program (32 in fp32; more only if one
+    """Tile sizes for sequences of ``members`` rows: `_ROWS` rows per program (more only if one
     sequence is longer), channels / head dim padded to powers of two >= 16, the MLP in chunks of <= 64
-    units, 8 warps (ptxas: 175-230 registers, no spills, for DSTA's shapes)."""
-    block_m = triton.next_power_of_2(max(1, members))
-    block_s = max(1, _ROWS["fp32" if fp32 else "half"] // block_m)
+    units, 8 warps (ptxas: 170-235 registers, no spills, for every variant of ``block_configs``)."""
     block_c = max(_MIN_DOT, triton.next_power_of_2(channels))
+    block_m = triton.next_power_of_2(max(1, members))
+    block_s = max(1, _ROWS[bool(fp32), block_c >= 64] // block_m)
     block_d = max(_MIN_DOT, triton.next_power_of_2(head_dim))
     block_hc = max(_MIN_DOT, min(64, triton.next_power_of_2(hidden)))
     num_warps = 8
