@@ -63,16 +63,37 @@ def interleaved_cpu_timings(fns: dict, *, warmup: int = 5, reps: int = 30) -> di
             samples[name].append((time.perf_counter() - start) * 1e3)
     out = {}
     for name, xs in samples.items():
-        q = statistics.quantiles(xs, n=10)
+        q = statistics.quantiles(xs, n=10, method="inclusive")  # inside the data range, even for few rounds
         out[name] = {"median_ms": statistics.median(xs), "p20_ms": q[1], "p80_ms": q[7]}
     return out
 
 
 def append_csv(path: Path, rows: list[dict]) -> None:
+    """Append ``rows`` to the CSV at ``path`` (one file per device, shared by every bench script).
+
+    Benches record different columns. When ``rows`` bring columns the file's header lacks, the file is
+    rewritten once with the union of both headers (old columns first), old rows getting empty cells, so
+    it stays one well-formed table that ``csv.DictReader`` reads and that the ``bench`` column splits.
+    """
+    if not rows:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            old_rows = list(reader) if set(fields) - set(header) else None
+        if old_rows is not None:  # new columns: rewrite with the union header
+            header += [f for f in fields if f not in header]
+            with path.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=header, restval="")
+                writer.writeheader()
+                writer.writerows({k: v for k, v in r.items() if k is not None} for r in old_rows)
+        with path.open("a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=header, restval="").writerows(rows)
+        return
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="")
+        writer.writeheader()
         writer.writerows(rows)

@@ -1,0 +1,8 @@
+"""Make the flat `benchmarks/` scripts importable as top-level modules (as when run as scripts)."""
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
