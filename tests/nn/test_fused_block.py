@@ -185,3 +185,20 @@ def test_block_kernel_compiles_for_sm90_without_spills():
     result = subprocess.run([sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.count(" ok") == 4
+
+
+def test_fused_block_keeps_only_its_input_for_backward():
+    """Like activation checkpointing: the recompute backward needs x and nothing else."""
+    blk = randomize(LocalAwarenessBlock(32, "temporal", fused=True), 5).train()
+    params = {p.data_ptr() for p in blk.parameters()}
+    x = _x((2, 3, 17, 32)).requires_grad_(True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        blk(x)
+    kept = [t for t in saved if t.data_ptr() not in params]
+    assert len(kept) == 1 and kept[0] is x
+    unfused = []
+    blk.fused = False
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: unfused.append(t) or t, lambda t: t):
+        blk(x)
+    assert sum(t.numel() for t in unfused if t.data_ptr() not in params) > 10 * x.numel()
