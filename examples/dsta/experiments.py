@@ -28,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -69,16 +70,16 @@ VARIANTS = {
 #: (id, title, [(variant, paper mAP or None)], the paper's setting for its numbers)
 TABLES = [
     ("1", "Image-based regression vs DSTA", [("image", 74.1), ("dsta", 78.6)],
-     "paper Table 1: PoseTrack17 val, ResNet-50; the image row is RLE (74.1 as reported there)"),
+     "Table 1, PoseTrack17 val, ResNet-50; the image row is RLE (74.1 as reported there)"),
     ("1b", "Image-based regression vs DSTA, trained 9 epochs (the main job's schedule)",
-     [("image_long", 74.1), ("dsta_long", 78.6)], "paper Table 1, as above"),
+     [("image_long", 74.1), ("dsta_long", 78.6)], "Table 1, as above"),
     ("4", "Modules of DSTA", [("pooled_clip", 73.8), ("coupled", 74.8), ("sd_only", 71.4), ("td_only", 78.1),
                               ("dsta", 78.6)],
-     "paper Table 4: PoseTrack17 val, ResNet-50, frames {-1, +1}"),
+     "Table 4, PoseTrack17 val, ResNet-50, frames {-1, +1}"),
     ("6", "Number of auxiliary frames", [("frames_1", 78.0), ("dsta", 78.6), ("frames_4", 79.7)],
-     "paper Table 6: PoseTrack17 val, ResNet-50 column"),
+     "Table 6, PoseTrack17 val, ResNet-50 column"),
     ("7", "Input resolution", [("res_256x192", 82.3), ("res_128x128", 77.9), ("res_64x64", 55.4)],
-     "paper Table 7: PoseTrack17 val, HRNet-W48, frames {-1, +1}"),
+     "Table 7, PoseTrack17 val, HRNet-W48, frames {-1, +1}"),
 ]
 
 
@@ -291,7 +292,8 @@ def _plot(totals: dict[str, list[float]], path: Path) -> None:
                 mean, sd, n = _stats(vals)
                 ax.errorbar([i], [mean], yerr=[sd if n > 1 else 0], fmt="o", color="C0", capsize=4, zorder=3)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"Table {tid}: {title}", fontsize=9)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_title(textwrap.fill(f"Table {tid}: {title}", 34), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("Total AP (val, GT boxes)")
     fig.tight_layout()
@@ -313,7 +315,7 @@ def report(out="runs/experiments", doc=REPO / "docs" / "experiments.md") -> str:
     _plot(totals, doc.with_suffix(".png"))
     md = [_HEADER.format(main=SCHEDULES["main"], res=SCHEDULES["resolution"], long=SCHEDULES["long"], **DATA)]
     for tid, title, table_rows, paper in TABLES:
-        md += [f"### Table {tid} analogue: {title}", "", f"Paper numbers: {paper}.", "",
+        md += [f"### Table {tid} analogue: {title}", "", f"The paper's numbers: {paper}.", "",
                "| variant | what | params (M) | Total AP here | paper mAP |", "|---|---|---|---|---|"]  # fmt: skip
         for v, paper_map in table_rows:
             params = next((r["params_M"] for r in rows if r["variant"] == v), math.nan)
