@@ -94,7 +94,6 @@ class _FusedBlock(torch.autograd.Function):
 
         ctx.block = block
         ctx.save_for_backward(x, *(w for w in weights if w is not None))
-        ctx.has = tuple(w is not None for w in weights)
         kind = attention_kind(block)
         attn = block.attn
         return fused_block_fwd(
@@ -106,15 +105,16 @@ class _FusedBlock(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, *_ = ctx.saved_tensors  # unpacking checks that no weight was modified in place since forward
-        present = [w for w in block_weights(ctx.block) if w is not None]
+        weights = block_weights(ctx.block)
+        wanted = [w is not None and w.requires_grad for w in weights]  # frozen weights get None
         with torch.enable_grad():
             xd = x.detach().requires_grad_(ctx.needs_input_grad[0])
             y = ctx.block._unfused_forward(xd)
-            inputs = ([xd] if ctx.needs_input_grad[0] else []) + present
+            inputs = ([xd] if ctx.needs_input_grad[0] else []) + [w for w, want in zip(weights, wanted) if want]
             grads = list(torch.autograd.grad(y, inputs, grad, allow_unused=True))
         dx = grads.pop(0) if ctx.needs_input_grad[0] else None
         it = iter(grads)
-        return (dx, None, *(next(it) if has else None for has in ctx.has))
+        return (dx, None, *(next(it) if want else None for want in wanted))
 
 
 def fused_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:

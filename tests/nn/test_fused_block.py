@@ -202,3 +202,15 @@ def test_fused_block_keeps_only_its_input_for_backward():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: unfused.append(t) or t, lambda t: t):
         blk(x)
     assert sum(t.numel() for t in unfused if t.data_ptr() not in params) > 10 * x.numel()
+
+
+def test_frozen_weights_get_no_gradient():
+    blk = randomize(LocalAwarenessBlock(32, "temporal", fused=True), 6).eval()
+    blk.norm1.requires_grad_(False)
+    plain = copy.deepcopy(blk)
+    plain.fused = False
+    x = _x((2, 3, 17, 32))
+    blk(x).sum().backward()
+    plain(x).sum().backward()
+    assert blk.norm1.weight.grad is None and blk.norm1.bias.grad is None
+    assert_close(plain.mlp.fc1.weight.grad, blk.mlp.fc1.weight.grad, name="dfc1")
