@@ -57,6 +57,7 @@ def report() -> str:
 def _fused_block_lines(devices: list[str]) -> list[str]:
     """Whether a default (``fused=None``) DSTA block in eval mode runs the fused kernel, per device."""
     from .nn import LocalAwarenessBlock  # noqa: PLC0415
+    from .nn.fused import fusion_reasons  # noqa: PLC0415
 
     out = []
     for device in devices:
@@ -65,8 +66,6 @@ def _fused_block_lines(devices: list[str]) -> list[str]:
         if block.uses_fused(x):
             out.append(f"{device:<5} -> used")
             continue
-        from .nn.fused import fusion_reasons  # noqa: PLC0415
-
         reasons = fusion_reasons(block, x) or ["the default uses it on CUDA only (fused=True forces it)"]
         out.append(f"{device:<5} -> not used: {'; '.join(reasons)}")
     return out

@@ -20,8 +20,8 @@ from torch import nn
 
 from .. import ops
 from ..skeletons import Skeleton, normalize_groups
-from ._checks import positive_int
 from . import fused as _fused
+from ._checks import positive_int
 from .drop import DropPath
 
 __all__ = ["TemporalAttention", "GroupedSpatialAttention", "GlobalAttention", "LocalAwarenessBlock"]
@@ -342,8 +342,6 @@ class LocalAwarenessBlock(nn.Module):
     def uses_fused(self, x: torch.Tensor) -> bool:
         """Whether ``self(x)`` runs the fused kernel (raises for ``fused=True`` and an ineligible call)."""
         if self.fused is False or (self.fused is None and (self.training or x.device.type != "cuda")):
-            return False
-        if self.fused is None and _fused.structure_reasons(self):
             return False
         kind = _fused.attention_kind(self)
         ranks = (4,) if kind == "temporal" else (3, 4)

@@ -20,8 +20,7 @@ __all__ = ["fusion_reasons", "structure_reasons", "attention_kind", "fused_block
 
 _PARAMS = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
            "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")  # fmt: skip
-MAX_CHANNELS = 128
-MAX_MEMBERS = 64
+MAX_CHANNELS, MAX_MEMBERS = _dispatch.FUSED_MAX_CHANNELS, _dispatch.FUSED_MAX_MEMBERS
 
 
 def attention_kind(block: nn.Module) -> str | None:

@@ -24,6 +24,10 @@ MAX_HEAD_DIM = 128
 MAX_FRAMES = 64
 MAX_TOKENS = 256
 MAX_GROUP = 64
+#: The fused whole-block kernel (stattn.nn.fused): largest token width, and longest sequence (frames or
+#: members of one group) one program tile holds.
+FUSED_MAX_CHANNELS = 128
+FUSED_MAX_MEMBERS = MAX_GROUP
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 

@@ -15,17 +15,16 @@ from typing import NamedTuple
 import torch
 import triton
 
+from .._dispatch import FUSED_MAX_CHANNELS, FUSED_MAX_MEMBERS
 from ._block_kernel import _block_fwd_kernel
 
-__all__ = ["BlockWeights", "fused_block_fwd", "block_config", "block_configs", "BlockConfig", "MAX_MEMBERS", "MAX_CHANNELS"]
+__all__ = ["BlockWeights", "fused_block_fwd", "block_config", "block_configs", "BlockConfig"]
 
 LOG2E = 1.4426950408889634
 #: Rows of one program's tile (more only if one sequence is longer), by (fp32, channels >= 64). fp32
 #: products run on CUDA cores in exact ("ieee") mode and need more registers: these are the largest
 #: tiles ptxas compiles for sm_90a without spills (python -m stattn.ops.triton._compile_check).
 _ROWS = {(False, False): 64, (False, True): 64, (True, False): 32, (True, True): 16}
-MAX_MEMBERS = 64
-MAX_CHANNELS = 128
 _MIN_DOT = 16  # tl.dot needs every dimension >= 16
 
 
@@ -120,8 +119,10 @@ def fused_block_fwd(
     frames = x.shape[1] if kind == "temporal" else 1
     tokens = x.shape[-2]
     members = frames if kind == "temporal" else max(len(g) for g in groups)
-    if members > MAX_MEMBERS or c > MAX_CHANNELS:
-        raise ValueError(f"fused block: {members} members / {c} channels exceed {MAX_MEMBERS} / {MAX_CHANNELS}")
+    if members > FUSED_MAX_MEMBERS or c > FUSED_MAX_CHANNELS:
+        raise ValueError(
+            f"fused block: {members} members / {c} channels exceed {FUSED_MAX_MEMBERS} / {FUSED_MAX_CHANNELS}"
+        )
     cfg = block_config(members, c, head_dim, hidden, fp32=x.dtype == torch.float32)
     table, inner, g, outer_stride, inner_stride = _tables(kind, frames, tokens, groups, cfg.BLOCK_M, x.device)
     outer = x.numel() // (c * outer_stride) if x.numel() else 0
