@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from backbone_weights import LoadReport, load_backbone_weights, resize_pos_embed
+from dsta.backbone_weights import LoadReport, load_backbone_weights, resize_pos_embed
 
 __all__ = ["build_backbone", "BACKBONES", "ResNet", "PoseHRNet", "ViT", "TinyCNN", "LoadReport",
            "load_backbone_weights", "count_parameters"]  # fmt: skip

@@ -46,7 +46,7 @@ from stattn.nn import (GlobalAttention, GroupedSpatialAttention, JointCentricFea
 from stattn.skeletons import COCO17, POSETRACK
 from torch import nn
 
-from backbones import BACKBONES, Attention, HRModule, build_backbone
+from dsta.backbones import BACKBONES, Attention, HRModule, build_backbone
 
 __all__ = ["count_macs", "build_parts", "parts_from_model", "complexity", "format_table", "main"]
 
@@ -253,7 +253,7 @@ def format_table(r: dict) -> str:
 
 def _model_parts(path: str, args) -> tuple[dict[str, nn.Module], int, tuple[int, int]]:
     import yaml  # noqa: PLC0415
-    from model import build_model  # noqa: PLC0415  (examples/dsta/model.py)
+    from dsta.model import build_model  # noqa: PLC0415  (examples/dsta/model.py)
 
     cfg = yaml.safe_load(Path(path).read_text()) or {}
     if args.backbone:

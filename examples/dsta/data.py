@@ -31,10 +31,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from posetrack_io import Video
+from dsta.posetrack_io import Video
 from stattn.skeletons import POSETRACK
 from torch.utils.data import Dataset
-from transforms import (
+from dsta.transforms import (
     AugmentConfig, affine_matrix, apply_affine, box_to_center_scale, flip_joints, joint_targets, normalize_image,
     sample_augmentation, warp,
 )  # fmt: skip

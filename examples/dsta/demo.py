@@ -29,24 +29,21 @@ import argparse
 import copy
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # run as a script or imported from the tests: the flat example modules
-    sys.path.insert(0, str(HERE))
 
-import cv2  # noqa: E402
-import engine  # noqa: E402
-import evaluate  # noqa: E402
-import infer_video  # noqa: E402
-import posetrack_eval  # noqa: E402
-import report  # noqa: E402
-import synthetic  # noqa: E402
-import torch  # noqa: E402
-import train  # noqa: E402
-from model import count_parameters  # noqa: E402
+import cv2
+from dsta import engine
+from dsta import evaluate
+from dsta import infer_video
+from dsta import posetrack_eval
+from dsta import report
+from dsta import synthetic
+import torch
+from dsta import train
+from dsta.model import count_parameters
 
 __all__ = ["run_demo", "main", "SETTINGS"]
 

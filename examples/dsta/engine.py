@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import posetrack_io as pio
+from dsta import posetrack_io as pio
 import torch
 import torch.distributed as dist
 import yaml
-from data import PoseTrackClips
-from model import MODEL_DEFAULTS, build_model
+from dsta.data import PoseTrackClips
+from dsta.model import MODEL_DEFAULTS, build_model
 from torch.utils.data import Dataset, Sampler
-from transforms import AugmentConfig
+from dsta.transforms import AugmentConfig
 
 __all__ = ["DEFAULTS", "load_config", "apply_overrides", "DistInfo", "init_distributed", "cleanup_distributed",
            "seed_everything", "get_rng_state", "set_rng_state", "EpochSampler", "ShardSampler", "SeededClips",

@@ -18,15 +18,15 @@ import math
 import sys
 from pathlib import Path
 
-import engine
+from dsta import engine
 import numpy as np
-import posetrack_eval
-import posetrack_write
+from dsta import posetrack_eval
+from dsta import posetrack_write
 import torch
-from data import collate_clips
+from dsta.data import collate_clips
 from torch.utils.data import DataLoader
 from tqdm import tqdm
-from transforms import crop_to_image
+from dsta.transforms import crop_to_image
 
 __all__ = ["predict", "evaluate_split", "load_model", "main"]
 

@@ -34,8 +34,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # run as a script or imported from the tests: the flat example modules
-    sys.path.insert(0, str(HERE))
 
 __all__ = ["VARIANTS", "TABLES", "CLAIMS", "SCHEDULES", "run_one", "run", "collect", "report", "main"]
 
@@ -98,7 +96,7 @@ def _data_root(out: Path) -> Path:
 
 def ensure_data(out: Path, quick: bool = False) -> Path:
     """Generate the dataset once (a marker file says it is complete); returns its root."""
-    import synthetic  # noqa: PLC0415
+    from dsta import synthetic  # noqa: PLC0415
 
     root = _data_root(out)
     marker = root / "complete.json"
@@ -121,10 +119,10 @@ def _result_path(out: Path, variant: str, seed: int) -> Path:
 
 def run_one(out, variant: str, seed: int, *, quick: bool = False, threads: int = 1) -> dict:
     """Train and evaluate one (variant, seed) in this process; writes and returns its result dict."""
-    import engine  # noqa: PLC0415
+    from dsta import engine  # noqa: PLC0415
     import torch  # noqa: PLC0415
-    import train  # noqa: PLC0415
-    from model import count_parameters  # noqa: PLC0415
+    from dsta import train  # noqa: PLC0415
+    from dsta.model import count_parameters  # noqa: PLC0415
 
     torch.set_num_threads(threads)
     out = Path(out)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import stattn
 import torch
-from infer_video import InferenceError, load_model
+from dsta.infer_video import InferenceError, load_model
 from torch import nn
 
 __all__ = ["OnnxWrapper", "export_onnx", "check_onnx", "main",

@@ -43,18 +43,18 @@ import time
 from pathlib import Path
 
 import cv2
-import engine
+from dsta import engine
 import numpy as np
 import torch
 import yaml
-from data import ImageError, clip_frame_numbers, read_image
-from draw import draw_frame_label, draw_person
-from model import build_model
-from posetrack_io import AnnotationError, load_detections
+from dsta.data import ImageError, clip_frame_numbers, read_image
+from dsta.draw import draw_frame_label, draw_person
+from dsta.model import build_model
+from dsta.posetrack_io import AnnotationError, load_detections
 from stattn.skeletons import POSETRACK
 from tqdm import tqdm
-from tracking import BoxFormatError, IoUTracker, KeypointBoxTracker, parse_boxes
-from transforms import affine_matrix, box_to_center_scale, crop_to_image, normalize_image, warp
+from dsta.tracking import BoxFormatError, IoUTracker, KeypointBoxTracker, parse_boxes
+from dsta.transforms import affine_matrix, box_to_center_scale, crop_to_image, normalize_image, warp
 
 __all__ = ["InferenceError", "FrameSource", "load_model", "infer_video", "main", "IMAGE_EXTENSIONS"]
 

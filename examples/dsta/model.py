@@ -246,7 +246,7 @@ def _make_backbone(cfg: dict) -> nn.Module:
     backbone = cfg["backbone"]
     if isinstance(backbone, nn.Module):
         return backbone
-    from backbones import build_backbone  # noqa: PLC0415  (examples/dsta/backbones.py)
+    from dsta.backbones import build_backbone  # noqa: PLC0415  (examples/dsta/backbones.py)
 
     kwargs = {"input_size": tuple(cfg["input_size"]), **(cfg.get("backbone_kwargs") or {})}  # ViTs need it
     return build_backbone(backbone, **kwargs)
@@ -276,7 +276,7 @@ def build_model(cfg: dict) -> nn.Module:
         dsta_init_(model)
     model.pretrained_report = None
     if c["pretrained"]:
-        from backbones import load_backbone_weights  # noqa: PLC0415
+        from dsta.backbones import load_backbone_weights  # noqa: PLC0415
 
         model.pretrained_report = load_backbone_weights(model.backbone, c["pretrained"], scheme="auto")
     model.config = plain_config(c)

@@ -37,7 +37,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from posetrack_io import (
+from dsta.posetrack_io import (
     POSEVAL_NAMES, POSEVAL_TO_SLOT, AnnotationError, Frame, Video, annotation_files, load_json, parse_videos,
 )  # fmt: skip
 

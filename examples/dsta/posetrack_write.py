@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from posetrack_io import NUM_SLOTS, POSEVAL_TO_SLOT, Frame, Person, Video
+from dsta.posetrack_io import NUM_SLOTS, POSEVAL_TO_SLOT, Frame, Person, Video
 from stattn.skeletons import POSETRACK
 
 __all__ = ["video_to_pt18", "video_to_pt17", "write_predictions"]

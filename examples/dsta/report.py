@@ -127,7 +127,7 @@ def _table(runs: dict, key: str) -> list[str]:
 
 def write_report(out, *, settings: dict, gen: dict, runs: dict, video: dict, timings: dict) -> dict:
     """Write OUT/report.md, OUT/report.json and OUT/report.png; return the JSON document."""
-    import engine  # noqa: PLC0415  (the flat example modules are on sys.path when demo.py runs)
+    from dsta import engine  # noqa: PLC0415  (engine imports torch: only when a report is written)
 
     out = Path(out)
     dsta, base = runs["dsta"], runs["baseline"]

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from synthetic_render import (
+from dsta.synthetic_render import (
     CORRUPTIONS, apply_corruption, background, draw_occluder, draw_person, person_style, texture,
 )  # fmt: skip
 

@@ -23,14 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-import engine
-import posetrack_eval
+from dsta import engine
+from dsta import posetrack_eval
 import stattn
 import torch
 import yaml
-from data import collate_clips
-from evaluate import evaluate_split
-from model import build_model, count_parameters
+from dsta.data import collate_clips
+from dsta.evaluate import evaluate_split
+from dsta.model import build_model, count_parameters
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm

@@ -1,16 +1,12 @@
-"""Make the flat `examples/dsta` scripts importable as top-level modules (as when run as scripts)."""
-import sys
+"""Fixtures of the example tests (the example itself is the installed package `dsta`, see examples/dsta/pyproject.toml)."""
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "dsta"
-#: real PoseTrack18 files (dsta_spec.md §7), kept outside the repository: ../shared next to it
+#: a few real PoseTrack18 frames, annotations and a clip, kept outside the repository (../shared next to it)
 SAMPLE = REPO.parent / "shared" / "data" / "posetrack18_sample"
-
-if str(EXAMPLE) not in sys.path:
-    sys.path.insert(0, str(EXAMPLE))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import posetrack_io as pio
+from dsta import posetrack_io as pio
 
 EVAL_SLOTS = [s for s in range(17) if s not in (3, 4)]
 

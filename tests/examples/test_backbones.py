@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 import torch
-from backbone_weights import SCHEMES, detect_scheme, export_state_dict, read_state_dict
-from backbones import BACKBONES, build_backbone, count_parameters, load_backbone_weights
+from dsta.backbone_weights import SCHEMES, detect_scheme, export_state_dict, read_state_dict
+from dsta.backbones import BACKBONES, build_backbone, count_parameters, load_backbone_weights
 
 META = torch.device("meta")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from backbones import Attention, build_backbone
-from complexity import build_parts, complexity, count_macs, frame_offsets, main
+from dsta.backbones import Attention, build_backbone
+from dsta.complexity import build_parts, complexity, count_macs, frame_offsets, main
 from stattn.nn import GlobalAttention, GroupedSpatialAttention, TemporalAttention
 from stattn.ops import temporal_mask
 from stattn.skeletons import POSETRACK
@@ -121,10 +121,7 @@ def test_table3_hrnet_w48_384x288_three_frames():
 
 
 def test_model_config_path_matches_the_direct_path(tmp_path):
-    pytest.importorskip("model")
     cfg = REPO / "examples" / "dsta" / "configs" / "cpu_tiny.yaml"
-    if not cfg.exists():
-        pytest.skip("configs/cpu_tiny.yaml not present")
     via_model = main(["--model-config", str(cfg), "--frames", "3", "--input-size", "64", "48", "--backbone", "tiny"])
     import yaml
 

@@ -2,8 +2,8 @@
 import json
 import math
 
-import demo
-import report
+from dsta import demo
+from dsta import report
 
 COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total")
 

@@ -1,7 +1,7 @@
 """examples/dsta/experiments.py: the seeded ablation runner and its report."""
 import json
 
-import experiments
+from dsta import experiments
 import pytest
 
 

@@ -8,8 +8,8 @@ window, a baked-in batch size, a train-mode layer) moves the outputs by 1e-2 or 
 """
 from pathlib import Path
 
-import export
-import infer_video as iv
+from dsta import export
+from dsta import infer_video as iv
 import numpy as np
 import pytest
 import stattn

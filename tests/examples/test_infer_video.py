@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import cv2
-import engine
-import infer_video as iv
+from dsta import engine
+from dsta import infer_video as iv
 import numpy as np
 import pytest
 import torch
-import tracking
+from dsta import tracking
 from stattn.nn import RegressionOutput
 from stattn.skeletons import POSETRACK
 from torch import nn

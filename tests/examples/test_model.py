@@ -2,8 +2,8 @@
 import pytest
 import torch
 import yaml
-from backbones import build_backbone
-from model import DSTA, ImageRegressionBaseline, PooledClipRegression, build_model, dsta_init_, resolve_model_config
+from dsta.backbones import build_backbone
+from dsta.model import DSTA, ImageRegressionBaseline, PooledClipRegression, build_model, dsta_init_, resolve_model_config
 from stattn.nn import RegressionOutput, RLELoss
 from torch import nn
 

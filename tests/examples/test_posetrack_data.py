@@ -4,14 +4,14 @@ import copy
 import json
 
 import cv2
-import data as dd
+from dsta import data as dd
 import numpy as np
-import posetrack_eval as pe
-import posetrack_io as pio
-import posetrack_write as pw
+from dsta import posetrack_eval as pe
+from dsta import posetrack_io as pio
+from dsta import posetrack_write as pw
 import pytest
 import torch
-import transforms as tf
+from dsta import transforms as tf
 from stattn.skeletons import POSETRACK
 
 from .posetrack_synth import pt18_doc, random_sequence, write_doc, write_frames

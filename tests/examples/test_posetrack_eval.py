@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import numpy as np
-import posetrack_eval as pe
-import posetrack_io as pio
-import posetrack_write as pw
+from dsta import posetrack_eval as pe
+from dsta import posetrack_io as pio
+from dsta import posetrack_write as pw
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st

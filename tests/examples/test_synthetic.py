@@ -3,12 +3,12 @@ by posetrack_io / posetrack_eval / data.PoseTrackClips, determinism, motion and 
 import json
 from pathlib import Path
 
-import data as dd
+from dsta import data as dd
 import numpy as np
-import posetrack_eval as pe
-import posetrack_io as pio
+from dsta import posetrack_eval as pe
+from dsta import posetrack_io as pio
 import pytest
-import synthetic as syn
+from dsta import synthetic as syn
 
 SIZE = (96, 128)
 H, W = SIZE

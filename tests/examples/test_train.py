@@ -4,15 +4,15 @@ import os
 import socket
 from pathlib import Path
 
-import engine
-import evaluate
-import model as model_mod
+from dsta import engine
+from dsta import evaluate
+from dsta import model as model_mod
 import numpy as np
-import posetrack_eval as pe
+from dsta import posetrack_eval as pe
 import pytest
 import torch
 import torch.multiprocessing as mp
-import train
+from dsta import train
 import yaml
 from stattn.nn import RegressionOutput
 
