@@ -22,7 +22,7 @@ from .. import ops
 from ..skeletons import Skeleton, normalize_groups
 from . import fused as _fused
 from ._checks import positive_int
-from .drop import DropPath
+from .drop import GRANULARITIES, DropPath
 
 __all__ = ["TemporalAttention", "GroupedSpatialAttention", "GlobalAttention", "LocalAwarenessBlock"]
 
@@ -245,6 +245,20 @@ class _Mlp(nn.Sequential):
 _ATTENTION_KINDS = ("temporal", "grouped", "global")
 
 
+def _drop_path_layer(p: float, granularity: str, kind: str | None, attn: nn.Module) -> DropPath:
+    """The block's DropPath: one attention sequence per draw is a joint (temporal) or a group (grouped)."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"LocalAwarenessBlock: drop_path_granularity must be one of {GRANULARITIES}, got {granularity!r}"
+        )
+    if granularity == "sequence" and kind is None:
+        raise ValueError("LocalAwarenessBlock: drop_path_granularity='sequence' needs a named attention kind "
+                         "(its sequences are unknown for a custom module)")  # fmt: skip
+    if granularity != "sequence" or kind == "global":  # global attention: the sample is the one sequence
+        return DropPath(p, granularity if kind != "global" else "sample")
+    return DropPath(p, "sequence", groups=attn.groups if kind == "grouped" else None)
+
+
 class LocalAwarenessBlock(nn.Module):
     """Pre-norm transformer block around a local-awareness (or any) attention layer.
 
@@ -261,7 +275,7 @@ class LocalAwarenessBlock(nn.Module):
         mlp_ratio: hidden width of the MLP relative to `C`.
         qkv_bias: bias on the packed q/k/v projection.
         drop: dropout after the attention projection and inside the MLP.
-        drop_path: stochastic-depth probability of both residual branches (per sample).
+        drop_path: stochastic-depth probability of both residual branches.
         norm_eps: LayerNorm epsilon.
         groups: joint groups for ``"grouped"`` (a Skeleton or a partition of `range(N)`).
         window: temporal window for ``"temporal"`` (None = all frames).
@@ -272,6 +286,11 @@ class LocalAwarenessBlock(nn.Module):
             when the call is eligible (:func:`stattn.nn.fused.fusion_reasons`); True: used on every
             eligible call, including training without dropout, and an ineligible call raises;
             False: never. Gradients through a fused forward come from recomputing the unfused block.
+        drop_path_granularity: what one stochastic-depth draw drops (:class:`~stattn.nn.DropPath`):
+            ``"sample"`` (default): the branch of a whole sample; ``"sequence"``: of one attention
+            sequence, drawn independently: per (sample, joint) for ``"temporal"``, per (sample, group)
+            for ``"grouped"`` (what the official DSTA code does by folding sequences into the batch);
+            ``"global"`` attends over the whole sample, so there both are the same.
 
     Shape:
         x: `[B, F, N, C]` (or `[B, N, C]` for grouped / global attention) -> same shape.
@@ -298,6 +317,7 @@ class LocalAwarenessBlock(nn.Module):
         causal: bool = False,
         backend: str | None = None,
         fused: bool | None = None,
+        drop_path_granularity: Literal["sample", "sequence"] = "sample",
     ) -> None:
         super().__init__()
         if fused not in (None, True, False):
@@ -332,7 +352,7 @@ class LocalAwarenessBlock(nn.Module):
         self.attn = attn
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = _Mlp(dim, hidden, drop)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = _drop_path_layer(drop_path, drop_path_granularity, kind, attn)
         self.fused = fused
         if fused:
             refused = _fused.structure_reasons(self)

@@ -51,10 +51,14 @@ class SpaceTimeDecoupling(nn.Module):
     ``out_dim = dim``. ``aggregation`` only applies to ``"decoupled"``.
 
     Tokens stay in skeleton slot order (no internal reordering): for :data:`~stattn.skeletons.POSETRACK`
-    the result in the 15 evaluated slots equals the official code's; the official code copies token 0
-    into the unused ear slots 3, 4 and lets them bypass SD, whereas here they are ordinary singleton
-    groups. Stochastic depth drops a whole clip's branch (official: per joint sequence in TD, per group
-    in SD); identical in expectation and irrelevant in eval mode.
+    the result in the 15 evaluated slots equals the official code's. The official code fills the unused
+    ear slots 3, 4 with a copy of head_top's output and carries two extra tokens that skip SD and never
+    reach the output; here slots 3, 4 are tokens of their own in singleton groups.
+
+    Stochastic depth: ``drop_path_granularity="sample"`` (default) drops a block's branch for a whole
+    clip, as classic stochastic depth skips a layer per sample; ``"sequence"`` draws once per attention
+    sequence, i.e. per (clip, joint) in TD and per (clip, group) in SD, which is what the official code
+    does (it folds sequences into the batch). Both are the same in expectation and in eval mode.
 
     Args:
         dim: token channels `C` (32 in DSTA).
@@ -73,6 +77,7 @@ class SpaceTimeDecoupling(nn.Module):
         norm_eps: epsilon of every LayerNorm.
         drop: dropout after attention projections and inside MLPs (0 in DSTA).
         backend: forwarded to the attention functionals (None = automatic).
+        drop_path_granularity: ``"sample"`` or ``"sequence"`` (above); forwarded to every block.
         fused: forwarded to every block of the TD and SD stacks (see
             :class:`~stattn.nn.LocalAwarenessBlock`): None = the whole-block Triton kernel on CUDA in
             eval mode, False = never. ``mode="coupled"`` (global attention) has no fused kernel.
@@ -106,6 +111,7 @@ class SpaceTimeDecoupling(nn.Module):
         drop: float = 0.0,
         backend: str | None = None,
         fused: bool | None = None,
+        drop_path_granularity: Literal["sample", "sequence"] = "sample",
     ) -> None:
         super().__init__()
         name = "SpaceTimeDecoupling"
@@ -131,7 +137,8 @@ class SpaceTimeDecoupling(nn.Module):
         self.out_dim = 2 * dim if (mode == "decoupled" and aggregation == "concat") else dim
 
         rates = [drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
-        common = dict(num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop, norm_eps=norm_eps)
+        common = dict(num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop, norm_eps=norm_eps,
+                      drop_path_granularity=drop_path_granularity)  # fmt: skip
 
         def stack(kind: str, **extra) -> nn.ModuleList:
             return nn.ModuleList(LocalAwarenessBlock(dim, kind, drop_path=r, **common, **extra) for r in rates)
