@@ -26,9 +26,12 @@ class JointCentricFeatureDecoder(nn.Module):
     feature `x [B, C_in]` goes through an RLE-style *normalized* linear layer
     ``y = (x @ W.T) / ||x||_2 + b`` (L2 norm of each input sample; the weight is not normalized;
     `W [N * dim, C_in]` xavier-uniform with gain 0.01, `b` zero), split into `N` tokens of `dim`
-    channels. The output does not depend on the scale of ``x`` (``y(a x) = y(x)`` for ``a > 0`` as long
-    as ``||a x|| >= eps``); the norm is clamped to ``eps``, so an all-zero input gives ``b`` and both the
-    output (``|y - b| <= ||W_row||``) and its gradient stay finite near zero.
+    channels. The output does not depend on the scale of ``x`` (``y(a x) = y(x)`` for ``a > 0``), however
+    small ``||x||`` is: this is the official layer's arithmetic (same order of operations), which matters
+    for an un-pretrained backbone whose pooled features can be tiny. Where the norm is exactly 0 (an
+    all-zero input, or one so small that its squares underflow) the official layer divides by zero; here
+    ``y = b`` there. ``eps > 0`` instead clamps the norm to ``eps`` (bounded output and gradient near
+    zero, no longer scale invariant below ``eps``).
 
     **map** (for backbones whose output is a spatial map, e.g. HRNet): ``Conv2d(C_in, N, 1)`` gives one
     map per joint, each `h * w` map is flattened and a ``Linear(h * w, dim)`` shared by all joints
@@ -46,7 +49,7 @@ class JointCentricFeatureDecoder(nn.Module):
         dim: channels per joint token (32 in DSTA).
         mode: ``"pooled"`` or ``"map"``.
         feature_size: `(h, w)` of the feature map; required by (and only used by) ``"map"``.
-        eps: lower bound on `||x||_2` in ``"pooled"`` mode.
+        eps: lower bound on `||x||_2` in ``"pooled"`` mode; 0 (default) = none, as the official layer.
 
     Shape:
         pooled: `[B, C_in]` or `[B, C_in, h, w]` (averaged over `h, w` first) -> `[B, N, dim]`.
@@ -67,7 +70,7 @@ class JointCentricFeatureDecoder(nn.Module):
         dim: int = 32,
         mode: Literal["pooled", "map"] = "pooled",
         feature_size: tuple[int, int] | None = None,
-        eps: float = 1e-6,
+        eps: float = 0.0,
     ) -> None:
         super().__init__()
         if isinstance(num_joints, Skeleton):
@@ -78,8 +81,8 @@ class JointCentricFeatureDecoder(nn.Module):
         if mode not in _MODES:
             raise ValueError(f"JointCentricFeatureDecoder: mode must be one of {_MODES}, got {mode!r}")
         self.mode = mode
-        if not eps > 0:
-            raise ValueError(f"JointCentricFeatureDecoder: eps must be > 0, got {eps!r}")
+        if not eps >= 0:
+            raise ValueError(f"JointCentricFeatureDecoder: eps must be >= 0, got {eps!r}")
         self.eps = float(eps)
         if mode == "pooled":
             if feature_size is not None:
@@ -117,7 +120,9 @@ class JointCentricFeatureDecoder(nn.Module):
             if x.dim() == 4:
                 x = x.mean(dim=(-2, -1))
             norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-            y = F.linear(x, self.weight) / norm.clamp_min(self.eps) + self.bias
+            # a zero norm divides 0 (x W^T is 0 there, up to underflow) by 1 instead of by 0: y = b
+            norm = norm.clamp_min(self.eps) if self.eps > 0 else torch.where(norm > 0, norm, torch.ones_like(norm))
+            y = F.linear(x, self.weight) / norm + self.bias
             return y.view(x.shape[0], self.num_joints, self.dim)
         if tuple(x.shape[-2:]) != self.feature_size:
             raise ValueError(

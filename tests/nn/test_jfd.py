@@ -54,9 +54,22 @@ def test_pooled_zero_input_gives_bias():
     torch.testing.assert_close(out, jfd.bias.detach().view(3, 4).expand(2, 3, 4))
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
-    tiny = jfd(torch.full((1, 16), 1e-30))  # below eps: bounded by the rows' norms, not blown up
+    clamped = JointCentricFeatureDecoder(16, 3, 4, eps=1e-6)
+    clamped.load_state_dict(jfd.state_dict())
+    tiny = clamped(torch.full((1, 16), 1e-30))  # eps > 0: bounded by the rows' norms, not blown up
     assert torch.isfinite(tiny).all()
     assert ((tiny - jfd.bias.view(3, 4)).abs() <= jfd.weight.norm(dim=1).view(3, 4) + 1e-6).all()
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-6, 1e-9, 1e-15])
+def test_pooled_equals_the_official_normalized_linear_for_tiny_norms(scale):
+    # the official layer: y = (x @ W^T) / ||x||_2 + b, no clamp; tiny pooled features (an un-pretrained
+    # backbone) must give the same tokens, i.e. the layer stays scale invariant
+    jfd = _randomize(JointCentricFeatureDecoder(16, 3, 4))
+    x = torch.rand(5, 16) * scale
+    official = x.matmul(jfd.weight.t()) / torch.norm(x, dim=1, keepdim=True) + jfd.bias
+    torch.testing.assert_close(jfd(x), official.view(5, 3, 4), rtol=0, atol=0)
+    torch.testing.assert_close(jfd(x), jfd(x / scale), rtol=1e-5, atol=1e-6)
 
 
 def test_pooled_init_and_gradients():
@@ -104,7 +117,7 @@ def test_feeds_space_time_decoupling():
         (dict(in_channels=8, mode="heatmap"), "mode must be"),
         (dict(in_channels=0), "in_channels"),
         (dict(in_channels=8, dim=-1), "dim"),
-        (dict(in_channels=8, eps=0.0), "eps"),
+        (dict(in_channels=8, eps=-1.0), "eps"),
     ],
 )
 def test_bad_construction_raises(kwargs, match):
