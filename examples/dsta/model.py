@@ -29,6 +29,7 @@ Config keys (`build_model(cfg)`; other keys, e.g. the `data` / `train` sections,
 | skeleton | "posetrack" | "posetrack" or "coco17" (or a `stattn.Skeleton`) |
 | jfd | None | "pooled" or "map"; None = "map" for hrnet* backbones, else "pooled" |
 | dim, depth, heads, mlp_ratio, drop_path | 32, 4, 8, 2.0, 0.1 | STD token size and blocks |
+| drop_path_granularity | "sample" | stochastic depth per clip, or "sequence": per (clip, joint) in TD and per (clip, group) in SD as the official code (`stattn.nn.SpaceTimeDecoupling`) |
 | std_mode | "decoupled" | "decoupled", "coupled", "temporal" or "spatial" (paper Table 4) |
 | aggregation | "weighted" | "weighted" (official code) or "concat" (paper Eq. 9) |
 | init | "default" | "default" (stattn's inits) or "dsta" (the official init_weights, see `dsta_init_`) |
@@ -52,8 +53,8 @@ LOSS_DEFAULTS = {"variant": "rle", "prior_mean": [0.5, 0.5], "flow_init": "dsta"
 MODEL_DEFAULTS = {
     "model": "dsta", "backbone": "resnet50", "backbone_kwargs": {}, "pretrained": None, "frames": [-1, 0, 1],
     "input_size": [256, 192], "skeleton": "posetrack", "jfd": None, "dim": 32, "std_mode": "decoupled",
-    "aggregation": "weighted", "depth": 4, "heads": 8, "mlp_ratio": 2.0, "drop_path": 0.1, "init": "default",
-    "loss": LOSS_DEFAULTS,
+    "aggregation": "weighted", "depth": 4, "heads": 8, "mlp_ratio": 2.0, "drop_path": 0.1,
+    "drop_path_granularity": "sample", "init": "default", "loss": LOSS_DEFAULTS,
 }  # fmt: skip
 _SKELETONS = {"posetrack": POSETRACK, "coco17": COCO17}
 _MODELS = ("dsta", "image_baseline", "pooled_clip")
@@ -86,6 +87,8 @@ def resolve_model_config(cfg: dict) -> dict:
         out["jfd"] = "map" if _backbone_name(out["backbone"]).lower().startswith("hrnet") else "pooled"
     if out["jfd"] not in ("pooled", "map"):
         raise ValueError(f"jfd must be 'pooled' or 'map', got {out['jfd']!r}")
+    if out["drop_path_granularity"] not in ("sample", "sequence"):
+        raise ValueError(f"drop_path_granularity must be 'sample' or 'sequence', got {out['drop_path_granularity']!r}")
     if out["init"] not in ("default", "dsta"):
         raise ValueError(f"init must be 'default' or 'dsta', got {out['init']!r}")
     return out
@@ -141,14 +144,15 @@ class DSTA(_RegressionModel):
         input_size: crop (H, W).
         skeleton: joints and the spatial groups.
         jfd: "pooled" or "map".
-        dim, std_mode, aggregation, depth, heads, mlp_ratio, drop_path: of `SpaceTimeDecoupling`.
+        dim, std_mode, aggregation, depth, heads, mlp_ratio, drop_path, drop_path_granularity: of
+            `SpaceTimeDecoupling` (its `drop_path_granularity`).
         loss_fn: an `RLELoss` (owns the flow).
     """
 
     def __init__(self, backbone: nn.Module, frames=(-1, 0, 1), input_size=(256, 192), skeleton: Skeleton = POSETRACK,
                  jfd: str = "pooled", dim: int = 32, std_mode: str = "decoupled", aggregation: str = "weighted",
                  depth: int = 4, heads: int = 8, mlp_ratio: float = 2.0, drop_path: float = 0.1,
-                 loss_fn: nn.Module | None = None):  # fmt: skip
+                 loss_fn: nn.Module | None = None, drop_path_granularity: str = "sample"):  # fmt: skip
         super().__init__()
         self._setup(backbone, frames, input_size, skeleton, loss_fn if loss_fn is not None else RLELoss())
         stride = int(backbone.stride)
@@ -157,7 +161,8 @@ class DSTA(_RegressionModel):
                                               feature_size=feature_size)  # fmt: skip
         self.std = SpaceTimeDecoupling(dim, skeleton, num_frames=self.num_frames, key_frame=self.key_frame,
                                        mode=std_mode, aggregation=aggregation, depth=depth, num_heads=heads,
-                                       mlp_ratio=mlp_ratio, drop_path=drop_path)  # fmt: skip
+                                       mlp_ratio=mlp_ratio, drop_path=drop_path,
+                                       drop_path_granularity=drop_path_granularity)  # fmt: skip
         self.head = RegressionHead(self.std.out_dim)
 
     def forward(self, frames: torch.Tensor) -> RegressionOutput:
@@ -268,7 +273,8 @@ def build_model(cfg: dict) -> nn.Module:
     if c["model"] == "dsta":
         model = DSTA(backbone, c["frames"], c["input_size"], skeleton, jfd=c["jfd"], dim=int(c["dim"]),
                      std_mode=c["std_mode"], aggregation=c["aggregation"], depth=int(c["depth"]), heads=int(c["heads"]),
-                     mlp_ratio=float(c["mlp_ratio"]), drop_path=float(c["drop_path"]), loss_fn=loss_fn)  # fmt: skip
+                     mlp_ratio=float(c["mlp_ratio"]), drop_path=float(c["drop_path"]), loss_fn=loss_fn,
+                     drop_path_granularity=c["drop_path_granularity"])  # fmt: skip
     else:
         cls = ImageRegressionBaseline if c["model"] == "image_baseline" else PooledClipRegression
         model = cls(backbone, c["frames"], c["input_size"], skeleton, loss_fn=loss_fn)
