@@ -44,7 +44,11 @@ def report() -> str:
     for device in devices:
         probe = torch.empty(_PROBE_SHAPE, device=device)
         for op in OPS:
-            chosen, refusals = _dispatch.describe(op, probe)
+            try:
+                chosen, refusals = _dispatch.describe(op, probe)
+            except ValueError as exc:  # e.g. STATTN_BACKEND names no backend: report it, it is the bug
+                lines.append(f"  {op:<20} {device:<5} -> cannot choose: {exc}")
+                continue
             lines.append(f"  {op:<20} {device:<5} -> {chosen}")
             for backend, reasons in refusals.items():
                 if backend != chosen and reasons:

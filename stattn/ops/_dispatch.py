@@ -102,7 +102,9 @@ def choose_backend(op: str, q: torch.Tensor, backend: str | None, max_group: int
     """The backend that will run ``op``; raises ``ValueError`` if a forced one cannot."""
     requested = backend or os.environ.get("STATTN_BACKEND") or None
     if requested is not None and requested not in BACKENDS:
-        raise ValueError(f"{op}: unknown backend {requested!r}; expected one of {BACKENDS} or None")
+        source, default = ("", "None") if backend else (" in the environment variable STATTN_BACKEND", "unset")
+        allowed = ", ".join(repr(b) for b in BACKENDS)
+        raise ValueError(f"{op}: unknown backend {requested!r}{source}; expected {allowed} or {default}")
     if requested is not None:
         refused = reasons(requested, op, q, max_group)
         if refused:

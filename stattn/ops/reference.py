@@ -3,16 +3,17 @@
 Local attention here means very short sequences (3-64 keys) with tiny heads (often 4 dims), batched by
 the tens of thousands. Reshaping them into a dense batch for ``q @ k.T`` spends most of the time in
 permute copies and per-matrix overhead, so the reference never permutes. It loops over the few key
-positions instead and turns every reduction over a head's dims into one thin GEMM against a 0/1
-head-indicator matrix ``R [C, H]`` (``C = H * D``):
+positions instead, each step a large contiguous elementwise op over all queries at once:
 
-    scores_j = ((q * k_j).view(-1, C) @ R) * scale        # [..., H], all queries against key j
-    out      = sum_j (p_j @ R.T) * v_j                     # broadcast each head's weight over its dims
+    scores_j = (q * k_j).sum(-1) * scale                   # [..., H], all queries against key j
+    out      = sum_j p_j[..., None] * v_j                  # each head's weight over its own dims
 
-Every step is a large contiguous elementwise op or GEMM, which is what a CPU does well. The math runs
-in float32 (float64 stays float64) and the result is cast back to the input dtype. Everything here is
+Every reduction stays inside one head: a NaN / Inf in one head of one token reaches only the outputs
+of that head's attention unit (a 0/1 head-indicator GEMM would be a little faster for the scores, but
+its 0 x NaN products would spread one head's NaN to every head of the token). The math runs in
+float32 (float64 stays float64) and the result is cast back to the input dtype. Everything here is
 differentiable by autograd; the explicit backward functions give the gradients in closed form (the
-registered ops use those, as the Triton backward will).
+registered ops use those, as the Triton backward does).
 """
 from __future__ import annotations
 
@@ -34,13 +35,6 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-@functools.lru_cache(maxsize=64)
-def _head_indicator(heads: int, head_dim: int, dtype: torch.dtype, device: str) -> torch.Tensor:
-    """``R [H * D, H]`` with ``R[h * D + d, h] = 1``: summing a head's dims is ``x @ R``."""
-    eye = torch.eye(heads, dtype=dtype, device=device)
-    return eye.repeat_interleave(head_dim, dim=0)
-
-
 def temporal_mask(frames: int, window: int | None, causal: bool, device=None) -> torch.Tensor | None:
     """``[F, F]`` bool, ``mask[f, g]`` = query frame f may attend key frame g; None = all allowed."""
     if (window is None or window >= frames - 1) and not causal:
@@ -55,14 +49,16 @@ def temporal_mask(frames: int, window: int | None, causal: bool, device=None) ->
     return allowed
 
 
-def _probabilities(qc, kc, R, scale: float, mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over keys, `[Lk, P, Lq, Q, H]`, from channel-flattened ``qc [P, Lq, Q, C]``, ``kc [P, Lk, Q, C]``."""
-    P, Lq, Q, C = qc.shape
-    Lk, H = kc.shape[1], R.shape[1]
-    s = torch.stack([(qc * kc[:, j : j + 1]).reshape(-1, C) @ R for j in range(Lk)])  # [Lk, P*Lq*Q, H]
-    s = s.view(Lk, P, Lq, Q, H) * scale
+def _probabilities(q, k, scale: float, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over keys, `[Lk, P, Lq, Q, H]`, from ``q [P, Lq, Q, H, D]`` and ``k [P, Lk, Q, H, D]``.
+
+    Masked scores are *replaced* by -inf (never added to), so a non-finite key outside a query's mask
+    cannot reach it.
+    """
+    Lk = k.shape[1]
+    s = torch.stack([(q * k[:, j : j + 1]).sum(-1) for j in range(Lk)]) * scale  # [Lk, P, Lq, Q, H]
     if mask is not None:
-        s = s.masked_fill(~mask.t().reshape(Lk, 1, Lq, 1, 1), float("-inf"))
+        s = s.masked_fill(~mask.t().reshape(Lk, 1, -1, 1, 1), float("-inf"))
     return torch.softmax(s, dim=0)
 
 
@@ -73,38 +69,26 @@ def _attend(q, k, v, scale: float, mask: torch.Tensor | None) -> torch.Tensor:
     ``[P, Lq, Q, H, D]`` in the compute dtype. Every query keeps at least one key under the masks
     stattn builds (itself), so no softmax row is empty.
     """
-    P, Lq, Q, H, D = q.shape
-    Lk, C = k.shape[1], H * D
-    R = _head_indicator(H, D, q.dtype, str(q.device))
-    qc, kc, vc = (t.reshape(P, -1, Q, C) for t in (q, k, v))
-    p = _probabilities(qc, kc, R, scale, mask)
-    out = None
-    for j in range(Lk):
-        term = (p[j].reshape(-1, H) @ R.t()).view(P, Lq, Q, C) * vc[:, j : j + 1]
-        out = term if out is None else out + term
-    return out.view(P, Lq, Q, H, D)
+    p = _probabilities(q, k, scale, mask).unsqueeze(-1)  # [Lk, P, Lq, Q, H, 1]
+    out = p[0] * v[:, :1]
+    for j in range(1, k.shape[1]):
+        out = out + p[j] * v[:, j : j + 1]
+    return out
 
 
 def _attend_backward(grad, q, k, v, scale: float, mask: torch.Tensor | None):
     """Closed-form gradients of :func:`_attend`: P = softmax(S), dS = P * (dP - rowsum(P * dP))."""
-    P, Lq, Q, H, D = q.shape
-    Lk, C = k.shape[1], H * D
-    R = _head_indicator(H, D, q.dtype, str(q.device))
-    qc, kc, vc, gc = (t.reshape(P, -1, Q, C) for t in (q, k, v, grad))
-    p = _probabilities(qc, kc, R, scale, mask)
-    dp = torch.stack([(gc * vc[:, j : j + 1]).reshape(-1, C) @ R for j in range(Lk)]).view(Lk, P, Lq, Q, H)
-    ds = p * (dp - (p * dp).sum(0, keepdim=True)) * scale
-    dq = None
-    dk, dv = [], []
-    for j in range(Lk):
-        ds_j = (ds[j].reshape(-1, H) @ R.t()).view(P, Lq, Q, C)
-        p_j = (p[j].reshape(-1, H) @ R.t()).view(P, Lq, Q, C)
-        term = ds_j * kc[:, j : j + 1]
-        dq = term if dq is None else dq + term
-        dk.append((ds_j * qc).sum(1))
-        dv.append((p_j * gc).sum(1))
-    kv_shape = (P, Lk, Q, H, D)
-    return dq.view(P, Lq, Q, H, D), torch.stack(dk, 1).view(kv_shape), torch.stack(dv, 1).view(kv_shape)
+    Lk = k.shape[1]
+    p = _probabilities(q, k, scale, mask)
+    dp = torch.stack([(grad * v[:, j : j + 1]).sum(-1) for j in range(Lk)])  # [Lk, P, Lq, Q, H]
+    ds = (p * (dp - (p * dp).sum(0, keepdim=True)) * scale).unsqueeze(-1)
+    p = p.unsqueeze(-1)
+    dq = ds[0] * k[:, :1]
+    for j in range(1, Lk):
+        dq = dq + ds[j] * k[:, j : j + 1]
+    dk = torch.stack([(ds[j] * q).sum(1) for j in range(Lk)], 1)
+    dv = torch.stack([(p[j] * grad).sum(1) for j in range(Lk)], 1)
+    return dq, dk, dv
 
 
 def _query_rows(q, query_frames, mask):

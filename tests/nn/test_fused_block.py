@@ -214,3 +214,45 @@ def test_frozen_weights_get_no_gradient():
     plain(x).sum().backward()
     assert blk.norm1.weight.grad is None and blk.norm1.bias.grad is None
     assert_close(plain.mlp.fc1.weight.grad, blk.mlp.fc1.weight.grad, name="dfc1")
+
+
+# ------------------------------------------------------------------ adversarial: non-finite tokens
+ISOLATION = [  # (kind, x shape, block kwargs, the bad token): a tile holds several clips' sequences
+    ("temporal", (3, 3, 5, 32), {}, (1, 1, 2)),
+    ("temporal", (3, 4, 5, 32), {"causal": True, "window": 1, "num_heads": 4}, (1, 2, 0)),
+    ("grouped", (3, 2, 17, 32), {"groups": POSETRACK}, (1, 0, 5)),
+    ("grouped", (3, 13, 32), {"groups": UNEQUAL, "num_heads": 2}, (1, 4)),
+]
+
+
+@pytest.mark.parametrize("kind,shape,kw,bad", ISOLATION, ids=[f"{c[0]}-{i}" for i, c in enumerate(ISOLATION)])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_fused_block_keeps_a_bad_token_in_its_sequence(kind, shape, kw, bad, value):
+    """The kernel's dense [R, R] tile spans several sequences (and clips): a NaN / Inf token reaches
+    exactly the outputs the unfused block lets it reach (its own joint sequence or group), and every
+    other output is bit-identical to a clean run."""
+    fused, _ = _pair(shape[-1], kind, **kw)
+    plain = copy.deepcopy(fused)
+    plain.fused = False
+    x = _x(shape)
+    poisoned = x.clone()
+    poisoned[bad] = value
+    with torch.no_grad():
+        clean, out, ref = fused(x), fused(poisoned), plain(poisoned)
+    finite = torch.isfinite(ref)
+    assert not finite.all() and finite[0].all() and finite[2].all()
+    assert torch.equal(torch.isfinite(out), finite)
+    assert torch.equal(out[finite], clean[finite])
+
+
+def test_std_with_fused_blocks_keeps_a_bad_sample_to_itself():
+    """One NaN token in one clip of a batch: every other clip's STD output is unchanged."""
+    std = randomize(SpaceTimeDecoupling(32, POSETRACK, num_frames=3, depth=2, fused=True), 7).eval()
+    x = _x((4, 3, 17, 32))
+    poisoned = x.clone()
+    poisoned[2, 1, 5, 3] = float("nan")
+    with torch.no_grad():
+        clean, out = std(x), std(poisoned)
+    assert not torch.isfinite(out[2]).all()
+    others = [0, 1, 3]
+    assert torch.isfinite(out[others]).all() and torch.equal(out[others], clean[others])

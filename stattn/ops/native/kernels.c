@@ -25,7 +25,9 @@
 
 /* In-place exp(x) for x <= 0 (scores minus their row max; -inf = masked maps to 0):
  * 2^(x log2 e) = 2^n 2^r with n = round(x log2 e), r in [-0.5, 0.5] ln 2, and a degree-6 polynomial for
- * e^r (relative error < 2e-7). Written on GCC/clang vector types because the 2^n bit trick needs a
+ * e^r (relative error < 2e-7). Below -87 (e^-87 ~ 1.6e-38, under the float32 normal range) the result
+ * is exactly 0, selected, not computed: a masked key (-inf) then weighs exactly nothing, however large
+ * its value (1.6e-38 x 3e38 would be 5). Written on GCC/clang vector types because the 2^n bit trick needs a
  * float<->int reinterpretation, which the auto-vectoriser refuses but a vector cast does for free;
  * libm's expf is not vectorised at all without -ffast-math. */
 typedef float vfloat __attribute__((vector_size(64)));
@@ -45,7 +47,7 @@ static inline vfloat exp_nonpos_v(vfloat x) {
     p = p * r + 0.5f;
     p = p * r + 1.f;
     p = p * r + 1.f;
-    return p * (vfloat)((n + 127) << 23);
+    return (vfloat)((vint)(p * (vfloat)((n + 127) << 23)) & ~below);
 }
 
 static void exp_nonpos_inplace(float *s, int64_t count) {

@@ -136,7 +136,14 @@ def _block_fwd_kernel(
         b_p = tl.exp2(b_s - b_max[:, None])
         b_l = tl.sum(b_p, axis=1)
         b_l = tl.where(b_l == 0.0, 1.0, b_l)
-        b_o = _mm(b_p.to(dt), b_v.to(dt), None, PRECISION, DOT_F32) / b_l[:, None]
+        # p @ v over the whole tile multiplies every masked p = 0 (other sequences included) by every
+        # row of v, and 0 x NaN = NaN: select non-finite values out of v for the product, then make
+        # the rows of their own sequence non-finite again, exactly as the unfused op leaves them
+        m_vf = (b_v == b_v) & (tl.abs(b_v) < float("inf"))  # [R, BLOCK_D] finite
+        b_o = _mm(b_p.to(dt), tl.where(m_vf, b_v, 0.0).to(dt), None, PRECISION, DOT_F32) / b_l[:, None]
+        if tl.sum(tl.where(m_vf, 0, 1)) > 0:  # rare: a runtime branch keeps the clean path as it was
+            b_bad = _mm(same.to(dt), tl.where(m_vf, 0.0, 1.0).to(dt), None, PRECISION, DOT_F32)
+            b_o = tl.where(b_bad > 0, float("nan"), b_o)
         # this head's slice of the output projection: proj_w[co, row0 + d] as [BLOCK_D, BLOCK_C]
         b_wp = tl.load(proj_w + o_c[None, :] * C + (row0 + o_d)[:, None], mask=m_d[:, None] & m_c[None, :], other=0.0)
         b_att = _mm(b_o.to(dt), b_wp, b_att, PRECISION, DOT_F32)
