@@ -22,9 +22,14 @@ The rules, in poseval's order (dsta_spec.md §4.1), each implemented below:
    but no GT has AP NaN; Total = mean of the non-NaN joint APs; each column = mean of its joints.
 
 Identical means: the same detections in the same order, the same float operations, the same numpy
-sort. Two deliberate differences, both on inputs poseval mishandles: folders are read in sorted
-order (poseval uses `glob`, whose order depends on the file system; it only matters for tied scores),
-and a file holding several videos is evaluated whole (poseval silently keeps its first video).
+sort. Deliberate differences, all on inputs poseval mishandles: folders are read in sorted order
+(poseval uses `glob`, whose order depends on the file system; it only matters for tied scores), a file
+holding several videos is evaluated whole (poseval silently keeps its first video), a NaN joint score
+ranks last (below -9999; numpy's sort would rank it first) and a null / NaN joint is absent (see
+`posetrack_io`). Where poseval's rule stands but is likely a mistake in the input, the numbers stay
+identical and an `EvaluationWarning` says so (also listed in the result's "warnings"): frames whose
+frame numbers differ but are paired by position, NaN scores, GT persons whose head box has zero size
+(head size 0: no prediction can match them).
 """
 from __future__ import annotations
 
@@ -38,10 +43,11 @@ from pathlib import Path
 
 import numpy as np
 from dsta.posetrack_io import (
-    POSEVAL_NAMES, POSEVAL_TO_SLOT, AnnotationError, Frame, Video, annotation_files, load_json, parse_videos,
+    POSEVAL_NAMES, POSEVAL_TO_SLOT, AnnotationError, Frame, Video, _first_frame, annotation_files, load_json,
+    parse_videos,
 )  # fmt: skip
 
-__all__ = ["evaluate", "evaluate_videos", "match_frame", "head_size", "points_in_polygon", "compute_rpc", "voc_ap",
+__all__ = ["EvaluationWarning", "evaluate", "evaluate_videos", "match_frame", "head_size", "points_in_polygon", "compute_rpc", "voc_ap",
            "COLUMNS", "MIN_SCORE", "main"]  # fmt: skip
 
 MIN_SCORE = -9999.0  # poseval's fallback for a predicted joint without a score
@@ -56,6 +62,37 @@ COLUMNS = {
 _SHORT = {"Head": "Head", "Shoulder": "Shou", "Elbow": "Elb", "Wrist": "Wri", "Hip": "Hip", "Knee": "Knee",
           "Ankle": "Ankl", "Total": "Total"}  # fmt: skip
 _CCW_ERRBOUND = (3.0 + 16.0 * 2.0**-53) * 2.0**-53  # Shewchuk's orient2d filter bound
+
+
+class EvaluationWarning(UserWarning):
+    """An input the evaluator scores as poseval does (or ranks last), but which is probably a mistake."""
+
+
+class _Issues:
+    """Counts of suspicious inputs, each with its first location; one warning per kind at the end."""
+
+    TEXT = {
+        "frame_order": "{n} frame(s) paired by position whose frame numbers differ (first: {where}); poseval "
+                       "pairs frames by position too, so the AP is as poseval's, but the prediction file's frames "
+                       "are probably not in the GT file's order",
+        "nan_score": "{n} predicted joint(s) with a NaN score (first: {where}) are ranked last",
+        "zero_head": "{n} GT person(s) with a zero-size or non-finite head box (first: {where}): no prediction "
+                     "can match them (head size 0), as in poseval",
+    }  # fmt: skip
+
+    def __init__(self):
+        self.seen: dict[str, list] = {}
+
+    def add(self, kind: str, n: int, where: str) -> None:
+        if n:
+            entry = self.seen.setdefault(kind, [0, where])
+            entry[0] += int(n)
+
+    def emit(self) -> list[str]:
+        messages = [self.TEXT[k].format(n=n, where=w) for k, (n, w) in self.seen.items()]
+        for m in messages:
+            warnings.warn(m, EvaluationWarning, stacklevel=3)
+        return messages
 
 
 # --------------------------------------------------------------------------------- geometry
@@ -201,6 +238,11 @@ def _view(persons):
     return persons, xy, has, score
 
 
+def _position(frame: Frame):
+    """0-based frame position from the file name (8-digit names count from 1, 6-digit ones from 0)."""
+    return None if frame.index is None else frame.index - _first_frame(frame.file_name)
+
+
 def _drop_ignored(xy, has, regions, where):
     if not regions:
         return has, np.ones(len(has), bool)
@@ -221,12 +263,16 @@ def evaluate_videos(pairs) -> dict:
     labels = [[] for _ in range(NUM_JOINTS)]
     n_gt = np.zeros(NUM_JOINTS, np.int64)
     counts = {"sequences": 0, "frames": 0, "gt_persons": 0, "predicted_persons": 0}
+    issues = _Issues()
     for gv, pv in pairs:
         counts["sequences"] += 1
         if len(gv.frames) != len(pv.frames):
             raise AnnotationError(f"{pv.source}: frame-count mismatch: {len(pv.frames)} prediction frames "
                                   f"but {len(gv.frames)} GT frames in {gv.source}")  # fmt: skip
-        for gf, pf in zip(gv.frames, pv.frames):
+        for t, (gf, pf) in enumerate(zip(gv.frames, pv.frames)):
+            if _position(gf) != _position(pf) and None not in (_position(gf), _position(pf)):
+                issues.add("frame_order", 1, f"frame {t} of {pv.source} is {pf.file_name}, of {gv.source} "
+                           f"{gf.file_name}")  # fmt: skip
             if not gf.persons:  # unlabeled frame (poseval's cleanupData)
                 continue
             counts["frames"] += 1
@@ -237,13 +283,18 @@ def evaluate_videos(pairs) -> dict:
             phas, pkeep = _drop_ignored(pxy, phas, gf.ignore_regions, where)
             gt = [p for p, k in zip(gt, gkeep) if k]
             gxy, ghas, pxy, phas, psc = gxy[gkeep], ghas[gkeep], pxy[pkeep], phas[pkeep], psc[pkeep]
+            nan = np.isnan(psc)
+            issues.add("nan_score", (nan & phas).sum(), where)
+            psc = np.where(nan, -np.inf, psc)  # ranked last, not first (numpy sorts NaN to the end)
             counts["gt_persons"] += len(gt)
             counts["predicted_persons"] += len(pxy)
             n_gt += ghas.sum(axis=0)
             if len(gt) and len(pxy):
                 if any(p.head_box is None for p in gt):
                     raise AnnotationError(f"{where}: a GT person has no head box ('bbox_head' or x1/y1/x2/y2)")
-                _, lab = match_frame(gxy, ghas, [head_size(p.head_box) for p in gt], pxy, phas)
+                sizes = np.array([head_size(p.head_box) for p in gt], np.float64)
+                issues.add("zero_head", (~(sizes > 0) | ~np.isfinite(sizes)).sum(), where)
+                _, lab = match_frame(gxy, ghas, sizes, pxy, phas)
             else:
                 lab = np.zeros(phas.shape, bool)
             for k in range(NUM_JOINTS):
@@ -271,6 +322,7 @@ def evaluate_videos(pairs) -> dict:
     counts["gt_joints_per_joint"] = {POSEVAL_NAMES[k]: int(n_gt[k]) for k in range(NUM_JOINTS)}
     counts["predicted_joints"] = int(sum(len(x) for s in scores for x in s))
     out["counts"] = counts
+    out["warnings"] = issues.emit()
     return out
 
 
@@ -350,7 +402,8 @@ def evaluate(gt, pred) -> dict:
         dict with "Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total" (AP in percent,
         NaN where poseval gives NaN), "per_joint" (15 joint APs by name, poseval's order; head_bottom is
         poseval's "neck"), "precision" / "recall" (at the last detection, per joint and total) and
-        "counts" (sequences, evaluated frames, GT persons and joints, per-joint GT joints, predictions).
+        "counts" (sequences, evaluated frames, GT persons and joints, per-joint GT joints, predictions)
+        and "warnings" (the `EvaluationWarning` messages, also issued as warnings).
 
     Raises:
         AnnotationError: unreadable or malformed file, missing prediction file, frame-count mismatch.
@@ -391,16 +444,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--decimals", type=int, default=1, help="decimals in the printed table (default 1, as poseval)")
     args = parser.parse_args(argv)
     try:
-        result = evaluate(args.gt, args.pred)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = evaluate(args.gt, args.pred)
     except AnnotationError as e:
         parser.exit(2, f"error: {e}\n")
+    for w in caught:  # one line each, without warnings' source-line echo
+        print(f"warning: {w.message}", file=sys.stderr)
     c = result["counts"]
     print(f"{c['sequences']} sequences, {c['frames']} labeled frames, {c['gt_persons']} GT persons, "
           f"{c['gt_joints']} GT joints, {c['predicted_persons']} predicted persons")  # fmt: skip
     print(format_table(result, args.decimals))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_jsonable(result), indent=2), encoding="utf-8")
+        try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(_jsonable(result), indent=2), encoding="utf-8")
+        except OSError as e:
+            parser.exit(2, f"error: cannot write --json {args.json}: {e.strerror or e}\n")
     return result
 
 

@@ -16,14 +16,18 @@ Formats (dsta_spec.md §3.1):
   unless it is stored as (0, 0, 0), the "unannotated" encoding (poseval's PT18 -> PT17 conversion).
 - PoseTrack21: the PT18 layout plus `person_id` / `has_labeled_person`; read the same way.
 
-Errors are `AnnotationError`s whose message starts with the file name and says what is wrong. Reading
+Errors are `AnnotationError`s whose message starts with the file name and says what is wrong. A joint whose
+x or y is null, NaN or infinite is read as absent (stored as (0, 0, 0)), with one `AnnotationWarning` per
+file that counts them: it is no value, neither a GT joint nor a predicted one. Reading
 is a little more lenient than poseval's (a missing `categories` means the standard 17 slots, a missing
 `track_id` is allowed); everything poseval reads is read the same way. Writers: `posetrack_write.py`.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,7 +36,7 @@ import numpy as np
 from stattn.skeletons import POSETRACK
 
 __all__ = [
-    "AnnotationError", "Person", "Frame", "Video", "POSEVAL_TO_SLOT", "POSEVAL_NAMES",
+    "AnnotationError", "AnnotationWarning", "Person", "Frame", "Video", "POSEVAL_TO_SLOT", "POSEVAL_NAMES",
     "load_json", "parse_videos", "load_annotations", "annotation_files", "load_detections", "iter_persons",
 ]  # fmt: skip
 
@@ -48,6 +52,16 @@ _SLOT_OF_NAME["neck"] = _SLOT_OF_NAME["head_bottom"]
 
 class AnnotationError(ValueError):
     """A PoseTrack file that cannot be used; the message names the file and the problem."""
+
+
+class AnnotationWarning(UserWarning):
+    """A PoseTrack file that is read, but not entirely as written (e.g. null / NaN joints made absent)."""
+
+
+def _warn_non_finite(source, count: int) -> None:
+    if count:
+        warnings.warn(f"{source}: {count} joint(s) with a null, NaN or infinite x / y are read as absent "
+                      "(not annotated, not predicted)", AnnotationWarning, stacklevel=4)  # fmt: skip
 
 
 @dataclass
@@ -229,6 +243,7 @@ def _parse_pt18(data, source) -> list[Video]:
     fmt = "pt18"
     videos: dict[str, Video] = {}
     by_id: dict[Any, Frame] = {}
+    non_finite: list[int] = []  # per person: joints with a null / NaN / inf coordinate
     for i, im in enumerate(images):
         where = f"images[{i}]"
         name = _req(im, "file_name", source, where, str)
@@ -259,14 +274,15 @@ def _parse_pt18(data, source) -> list[Video]:
         if image_id not in by_id:
             raise AnnotationError(f"{source}: {where} refers to image_id {image_id}, which is not in 'images'")
         fmt = "pt21" if "person_id" in ann else fmt
-        by_id[image_id].persons.append(_parse_pt18_person(ann, table, source, where))
+        by_id[image_id].persons.append(_parse_pt18_person(ann, table, source, where, non_finite))
+    _warn_non_finite(source, sum(non_finite))
     for v in videos.values():
         v.fmt = fmt
         v.nframes = _check_nframes(v, source)
     return list(videos.values())
 
 
-def _parse_pt18_person(ann, table, source, where) -> Person:
+def _parse_pt18_person(ann, table, source, where, non_finite: list) -> Person:
     raw = _req(ann, "keypoints", source, where, list)
     if len(raw) != 3 * len(table):
         raise AnnotationError(
@@ -276,9 +292,15 @@ def _parse_pt18_person(ann, table, source, where) -> Person:
         kp_file = np.asarray(raw, dtype=np.float64).reshape(len(table), 3)
     except (TypeError, ValueError):
         raise AnnotationError(f"{source}: {where} has non-numeric keypoints") from None
+    bad = ~np.isfinite(kp_file[:, :2]).all(axis=1)  # null reads as NaN
+    kp_file[bad] = 0.0
+    non_finite.append(int(bad.sum()))
     scores_raw = ann.get("scores")
     if scores_raw:  # poseval: an empty or missing list means "no scores"
-        if not isinstance(scores_raw, list) or len(scores_raw) < len(table):
+        if not isinstance(scores_raw, list):
+            raise AnnotationError(f"{source}: 'scores' in {where} should be a list of {len(table)} numbers, "
+                                  f"got {scores_raw!r}")  # fmt: skip
+        if len(scores_raw) < len(table):
             raise AnnotationError(f"{source}: {where} has {len(scores_raw)} scores for {len(table)} keypoints")
         scores_file = np.array([float(_number(s, source, f"a score in {where}")) for s in scores_raw[: len(table)]])
     else:
@@ -310,6 +332,7 @@ def _box(box, source, where) -> tuple:
 def _parse_pt17(data, source) -> list[Video]:
     annolist = _req(data, "annolist", source, "the top level", list)
     videos: dict[str, Video] = {}
+    non_finite: list[int] = []
     for i, fr in enumerate(annolist):
         where = f"annolist[{i}]"
         image = _req(fr, "image", source, where, (list, dict))
@@ -325,7 +348,7 @@ def _parse_pt17(data, source) -> list[Video]:
                   for p in pts]  # fmt: skip
             regions.append(np.array(xy, dtype=np.float64).reshape(-1, 2))
         rects = fr.get("annorect") or []
-        persons = [_parse_pt17_person(p, source, f"{where}.annorect[{k}]") for k, p in enumerate(rects)]
+        persons = [_parse_pt17_person(p, source, f"{where}.annorect[{k}]", non_finite) for k, p in enumerate(rects)]
         imgnum = fr.get("imgnum")
         frame = Frame(name, imgnum[0] if isinstance(imgnum, list) and imgnum else imgnum, _frame_number(name),
                       labeled, persons, regions)  # fmt: skip
@@ -333,10 +356,11 @@ def _parse_pt17(data, source) -> list[Video]:
         if seq not in videos:
             videos[seq] = Video(seq, [], str(source), "pt17", None, 1)
         videos[seq].frames.append(frame)
+    _warn_non_finite(source, sum(non_finite))
     return list(videos.values())
 
 
-def _parse_pt17_person(rect, source, where) -> Person:
+def _parse_pt17_person(rect, source, where, non_finite: list) -> Person:
     kp = np.zeros((NUM_SLOTS, 3))
     sc, has = np.full(NUM_SLOTS, np.nan), np.zeros(NUM_SLOTS, bool)
     present = np.zeros(NUM_SLOTS, bool)
@@ -350,8 +374,12 @@ def _parse_pt17_person(rect, source, where) -> Person:
         slot = POSEVAL_TO_SLOT[pid] if isinstance(pid, int) and 0 <= pid < 15 else None
         if slot is None or present[slot]:  # poseval only looks up ids 0..14, first occurrence wins
             continue
-        kp[slot] = (_number(_first(pt, "x", source, pwhere), source, pwhere + ".x"),
-                    _number(_first(pt, "y", source, pwhere), source, pwhere + ".y"), 1.0)  # fmt: skip
+        x, y = (_first(pt, c, source, pwhere) for c in ("x", "y"))
+        if x is None or y is None or not (math.isfinite(_number(x, source, pwhere + ".x"))
+                                          and math.isfinite(_number(y, source, pwhere + ".y"))):  # fmt: skip
+            non_finite.append(1)  # no value: the joint is absent
+            continue
+        kp[slot] = (x, y, 1.0)
         present[slot] = True
         if "score" in pt:
             sc[slot], has[slot] = float(_number(_first(pt, "score", source, pwhere), source, pwhere + ".score")), True
