@@ -164,6 +164,10 @@ class DSTA(_RegressionModel):
                                        mlp_ratio=mlp_ratio, drop_path=drop_path,
                                        drop_path_granularity=drop_path_granularity)  # fmt: skip
         self.head = RegressionHead(self.std.out_dim)
+        # start at the crop centre, as the image baseline does (a default Linear starts around +-0.6,
+        # partly outside the crop); init="dsta" zeroes the bias afterwards, as the official code does
+        nn.init.xavier_uniform_(self.head.coord.weight, gain=0.01)
+        nn.init.constant_(self.head.coord.bias, 0.5)
 
     def forward(self, frames: torch.Tensor) -> RegressionOutput:
         """Args: frames `[B, T, 3, H, W]` (`[B, 3, H, W]` when T = 1), in offset order.
