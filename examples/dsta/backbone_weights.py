@@ -23,8 +23,15 @@ file). A checkpoint of this example's DSTA model (`model.backbone.*`) is read as
 official DSTA / RLE checkpoints (`preact.*`) as "rle".
 
 Containers are unwrapped (``state_dict``, ``model``, ``module``, ``state_dict_ema``) and a DataParallel
-``module.`` prefix is stripped. Files are read with ``torch.load(weights_only=True)``: only tensors and
-plain containers (plus numpy arrays, which mmpose 1.x stores in its metadata) are unpickled.
+``module.`` prefix is stripped. Files, in torch's zip or legacy format, are read with
+``torch.load(weights_only=True)``: only tensors, plain containers and numpy arrays (mmpose stores them
+in its metadata; pickled under numpy 1.x or 2.x names) are unpickled; anything else is refused with the
+names of the globals it needs (:func:`load_checkpoint`).
+
+Head counts: shapes show a ViT's width and depth, never its number of heads (timm's ``vit_small``, 6
+heads, has exactly the tensors of ViTPose-S, 12). Where a checkpoint names its own architecture (an
+mmpose config in ``meta``, a timm model name, a config's ``num_heads``), a contradiction with the
+backbone is refused (:func:`check_architecture`); otherwise the report notes that heads were not checked.
 
 Nothing is skipped silently: a checkpoint tensor whose shape differs from the parameter it maps to is
 listed in ``mismatched`` (the parameter stays as it was and is listed in ``missing``), except a ViT
@@ -33,9 +40,12 @@ listed in ``mismatched`` (the parameter stays as it was and is listed in ``missi
 from __future__ import annotations
 
 import importlib
+import io
 import math
 import pickle
+import pickletools
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LoadReport", "load_backbone_weights", "read_state_dict", "detect_scheme", "export_state_dict",
-           "resize_pos_embed", "SCHEMES"]  # fmt: skip
+__all__ = ["LoadReport", "load_backbone_weights", "load_checkpoint", "read_state_dict", "architecture_hints",
+           "check_architecture", "detect_scheme", "export_state_dict", "resize_pos_embed", "SCHEMES"]  # fmt: skip
 
 SCHEMES = {  # scheme -> families it applies to
     "native": ("resnet", "hrnet", "vit", "tiny"),
@@ -65,8 +75,7 @@ _MMPRETRAIN_VIT = [
     (re.compile(r"^layers\.(\d+)\.ffn\.layers\.1\."), r"blocks.\1.mlp.fc2."),
     (re.compile(r"^ln1\."), "last_norm."),
 ]
-_NUMPY_SAFE = ("numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray",
-               "numpy.dtype", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")  # fmt: skip
+_NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1.x and 2.x pickle names
 
 
 @dataclass
@@ -107,37 +116,102 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _numpy_globals(names: list[str]) -> list | None:
-    """The numpy reconstruction helpers among ``names`` (+ numpy's dtype classes), or None if others are there."""
-    if not all(n in _NUMPY_SAFE for n in names):
-        return None
-    allowed = []
-    for name in names:
-        mod, _, attr = name.rpartition(".")
-        allowed.append(getattr(importlib.import_module(mod), attr))
-    dtypes = importlib.import_module("numpy.dtypes")  # pickled arrays name their dtype's class too
-    return allowed + [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+# ------------------------------------------------------------------------------ reading files
+def _numpy_globals() -> list[tuple[object, str]]:
+    """numpy's array / scalar / dtype reconstruction globals as ``(object, pickled name)`` pairs.
 
+    numpy 2 pickles ``numpy._core.multiarray.*``, numpy 1.x ``numpy.core.multiarray.*``: both names are
+    listed for the same objects, because torch's ``weights_only`` unpickler matches the name written in
+    the file, not the object it resolves to. The dtype classes (``numpy.dtypes.Float64DType``, ...) are
+    the types of unpickled dtypes, which torch checks when it restores their state.
+    """
+    import numpy as np  # noqa: PLC0415
 
-def _torch_load(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        allowed = _numpy_globals(unsafe)
-        if allowed is None:
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # numpy < 2
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    pairs = [(getattr(multiarray, fn), f"{mod}.{fn}") for mod in _NUMPY_MODULES for fn in ("_reconstruct", "scalar")]
+    pairs += [(np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype")]
+    dtypes = getattr(np, "dtypes", None)
+    for name in dir(dtypes) if dtypes is not None else ():
+        cls = getattr(dtypes, name)
+        if name.endswith("DType") and isinstance(cls, type):
+            pairs.append((cls, f"numpy.dtypes.{name}"))
+    return pairs
+
+
+def _pickled_globals(path: Path) -> set[str]:
+    """Every GLOBAL a ``torch.save`` file names: the zip format's ``data.pkl``, or the pickles at the
+    head of the legacy format (magic number, protocol, system info, object, storage keys)."""
+    names: set[str] = set()
+
+    def scan(stream) -> None:
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name == "GLOBAL":  # torch's weights_only unpickler knows no other opcode that imports
+                names.add(arg.replace(" ", "."))
+
+    with open(path, "rb") as f:
+        if zipfile.is_zipfile(f):
+            with zipfile.ZipFile(f) as z:
+                for member in z.namelist():
+                    if member.endswith("data.pkl"):
+                        scan(io.BytesIO(z.read(member)))
+            return names
+        f.seek(0)
+        for _ in range(5):
+            try:
+                scan(f)
+            except Exception:  # noqa: BLE001 - past the pickles (tensor bytes) or not a pickle at all
+                break
+    return names
+
+
+def load_checkpoint(path: str | Path) -> object:
+    """``torch.load(path, weights_only=True)`` that also reads numpy arrays, in either torch format.
+
+    Allowed: what torch's ``weights_only`` allows (tensors, plain containers) plus numpy's array,
+    scalar and dtype reconstruction (:func:`_numpy_globals`), pickled under numpy 1.x or 2.x names. mmpose
+    stores numpy arrays in ``meta.dataset_meta`` and its publishing tool may write the legacy format
+    (``_use_new_zipfile_serialization=False``); both read here. Anything else is refused.
+
+    Raises:
+        RuntimeError: one sentence naming the globals the file needs that are not allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    allowed = _numpy_globals()
+    already = set(torch.serialization.get_safe_globals())  # leave a caller's own allow-list as it was
+    with torch.serialization.safe_globals([g for g in allowed if g not in already]):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            refused = _refused_globals(path, {name for _, name in allowed})
+            if not refused:
+                reason = str(err).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+                raise RuntimeError(f"{path}: torch.load(weights_only=True) cannot read it: not a torch checkpoint, "
+                                   f"or one it cannot parse ({' '.join(reason.split())})") from err  # fmt: skip
             raise RuntimeError(
-                f"{path}: torch.load(weights_only=True) refuses {[n for n in unsafe if n not in _NUMPY_SAFE]}. "
-                "If you trust the file, extract its weights once: "
+                f"{path}: refused by torch.load(weights_only=True), which unpickles only tensors, plain "
+                f"containers and numpy arrays, because the file needs {', '.join(sorted(refused))}; if you "
+                "trust the file, extract its weights once with "
                 "torch.save(torch.load(p, weights_only=False)['state_dict'], 'weights.pth')"
             ) from err
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _refused_globals(path: Path, numpy_names: set[str]) -> list[str]:
+    """The globals of ``path`` that neither torch's ``weights_only`` nor the numpy list allows."""
+    # torch's default allow-list, the one get_unsafe_globals_in_checkpoint uses (which reads zip files only)
+    allowed_by_torch = getattr(torch._weights_only_unpickler, "_get_allowed_globals", dict)()
+    user = {f"{g.__module__}.{g.__qualname__}" if not isinstance(g, tuple) else g[1]
+            for g in torch.serialization.get_safe_globals()}  # fmt: skip
+    return sorted(_pickled_globals(path) - set(allowed_by_torch) - user - numpy_names)
 
 
 def read_state_dict(source: str | Path | dict) -> dict[str, torch.Tensor]:
     """A checkpoint file or object -> flat ``{name: tensor}`` with containers and ``module.`` removed."""
-    obj = _torch_load(Path(source)) if isinstance(source, (str, Path)) else source
+    obj = load_checkpoint(source) if isinstance(source, (str, Path)) else source
     while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         inner = next((obj[k] for k in _CONTAINERS if isinstance(obj.get(k), dict)), None)
         if inner is None:
@@ -149,6 +223,139 @@ def read_state_dict(source: str | Path | dict) -> dict[str, torch.Tensor]:
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
+
+
+# -------------------------------------------------------------------------- architecture hints
+# Shapes show a ViT's width and depth but not its head count: timm's vit_small (6 heads) and this
+# project's vit_s (ViTPose-S, 12 heads) have identical tensors. These tables read the head count from
+# a model name where the checkpoint carries one.
+_TIMM_VIT_HEADS = {"tiny": 3, "small": 6, "medium": 8, "base": 12, "large": 16, "huge": 16}
+_MMPRETRAIN_ARCHS = {  # mmpretrain VisionTransformer arch name -> (num_layers, num_heads)
+    **dict.fromkeys(("s", "small"), (8, 8)), **dict.fromkeys(("b", "base"), (12, 12)),
+    **dict.fromkeys(("l", "large"), (24, 16)), **dict.fromkeys(("h", "huge"), (32, 16)),
+    **dict.fromkeys(("eva-g", "eva-giant"), (40, 16)), **dict.fromkeys(("deit-t", "deit-tiny"), (12, 3)),
+    **dict.fromkeys(("deit-s", "deit-small"), (12, 6)), **dict.fromkeys(("deit-b", "deit-base"), (12, 12)),
+}
+_BACKBONE_SECTION = re.compile(r"""\bbackbone['"]?\s*[=:]\s*(?:dict\(|\{)""")
+_NUMBER = re.compile(r"""\b(num_heads|depth|num_layers)['"]?\s*[=:]\s*(\d+)""")
+_ARCH = re.compile(r"""\barch['"]?\s*[=:]\s*['"]([\w-]+)['"]""")
+
+
+def _backbone_section(text: str) -> str | None:
+    """The ``backbone=dict(...)`` / ``'backbone': {...}`` part of a config's text (inside ``model = dict(``
+    when there is one: an optimizer's ``custom_keys={'backbone': ...}`` is not it), brackets balanced."""
+    model = re.search(r"^model\s*=\s*dict\(", text, re.M)
+    m = _BACKBONE_SECTION.search(text, model.start() if model else 0)
+    if m is None:
+        return None
+    depth, start = 0, m.end() - 1
+    for i in range(start, len(text)):
+        depth += {"(": 1, "{": 1, "[": 1, ")": -1, "}": -1, "]": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i + 1]
+    return None
+
+
+def _hints_from_config(cfg, where: str) -> list[tuple[str, int, str]]:
+    """``(num_heads | depth, value, source)`` from a config (text or dict): its backbone part only,
+    so a pose head's or temporal module's own heads / depth are never mistaken for the backbone's."""
+    if isinstance(cfg, dict):
+        model = cfg.get("model")
+        section = model.get("backbone") if isinstance(model, dict) else cfg.get("backbone")
+        if not isinstance(section, dict):  # a flat config: only an explicit ViT head count is read
+            n = cfg.get("num_heads")
+            return [("num_heads", n, f"{where}['num_heads']")] if isinstance(n, int) else []
+        text = repr(section)
+    elif isinstance(cfg, str):
+        text = _backbone_section(cfg)
+        if text is None:
+            return []
+    else:
+        return []
+    hints = [("depth" if key == "num_layers" else key, int(v), f"{where}: {key}={v}")
+             for key, v in _NUMBER.findall(text)]  # fmt: skip
+    arch = _ARCH.search(text)
+    if arch and "VisionTransformer" in text and arch.group(1) in _MMPRETRAIN_ARCHS:
+        layers, heads = _MMPRETRAIN_ARCHS[arch.group(1)]
+        src = f"{where}: mmpretrain arch={arch.group(1)!r}"
+        hints += [("num_heads", heads, src), ("depth", layers, src)]
+    return hints
+
+
+def _hints_from_name(name, where: str) -> list[tuple[str, object, str]]:
+    """Hints from a timm-style model name (``vit_small_patch16_224``, ``resnet50.a1_in1k``)."""
+    if not isinstance(name, str):
+        return []
+    src = f"{where}={name!r}"
+    if m := re.match(r"(?:vit|deit3?)_(tiny|small|medium|base|large|huge)_patch", name):
+        return [("family", "vit", src), ("num_heads", _TIMM_VIT_HEADS[m.group(1)], src)]
+    if m := re.match(r"resnet(\d+)", name):
+        return [("family", "resnet", src), ("depth", int(m.group(1)), src)]
+    return []
+
+
+def architecture_hints(checkpoint) -> list[tuple[str, object, str]]:
+    """What a checkpoint says about its own architecture: ``(what, value, where it says so)``.
+
+    Read from mmpose's ``meta['config']`` (0.x) / ``meta['cfg']`` (mmengine) text or dict (its
+    ``backbone`` part: ``num_heads``, ``depth``, ``num_layers``, an mmpretrain ``arch`` name), a
+    top-level ``config`` / ``cfg``, and a timm model name (``arch``, ``model_name``, ``architecture``,
+    ``args['model']``). ``what`` is ``"num_heads"``, ``"depth"`` or ``"family"``.
+    """
+    if not isinstance(checkpoint, dict):
+        return []
+    hints = []
+    meta = checkpoint.get("meta")
+    for key in ("config", "cfg"):
+        if isinstance(meta, dict):
+            hints += _hints_from_config(meta.get(key), f"meta[{key!r}]")
+        hints += _hints_from_config(checkpoint.get(key), f"[{key!r}]")
+    for key in ("arch", "model_name", "architecture"):
+        hints += _hints_from_name(checkpoint.get(key), f"[{key!r}]")
+    args = checkpoint.get("args")
+    if isinstance(args, dict):
+        hints += _hints_from_name(args.get("model"), "['args']['model']")
+    return hints
+
+
+def _own_architecture(backbone: nn.Module) -> dict[str, object]:
+    """The facts of ``backbone`` that hints can be checked against."""
+    own: dict[str, object] = {"family": backbone.family}
+    if backbone.family == "vit":
+        own.update(num_heads=backbone.blocks[0].attn.num_heads, depth=len(backbone.blocks))
+    elif backbone.family == "resnet":
+        blocks = sum(len(getattr(backbone, f"layer{i}")) for i in range(1, 5))
+        own["depth"] = 2 + blocks * (3 if backbone.out_channels == 2048 else 2)  # bottleneck: 3 convs
+    return own
+
+
+def check_architecture(backbone: nn.Module, checkpoint) -> list[str]:
+    """Refuse a checkpoint whose own architecture hints contradict ``backbone``; returns report notes.
+
+    A ViT's head count cannot be read from its weights (every tensor has the same shape for any
+    number of heads that divides the width), so it is checked only where the checkpoint names it
+    (:func:`architecture_hints`); otherwise the returned note says it was not checked.
+
+    Raises:
+        ValueError: naming the checkpoint's value, where it says so, and the backbone's value.
+    """
+    own, notes = _own_architecture(backbone), []
+    hints = architecture_hints(checkpoint)
+    family = next((h for h in hints if h[0] == "family"), None)
+    if family and family[1] != own["family"]:
+        raise ValueError(f"the checkpoint is a {family[1]} ({family[2]}) but the backbone "
+                         f"{backbone.name} is a {own['family']}")  # fmt: skip
+    for what, value, where in hints:
+        if what == "family" or what not in own:
+            continue
+        if value != own[what]:
+            raise ValueError(f"the checkpoint says {what}={value} ({where}) but the backbone {backbone.name} has "
+                             f"{what}={own[what]}; build it with a matching {what} or use another checkpoint")
+        notes.append(f"{what}={value} checked against the checkpoint ({where})")
+    if own["family"] == "vit" and not any(h[0] == "num_heads" for h in hints):
+        notes.append(f"head count not checked: the checkpoint does not name one, and weights alone cannot "
+                     f"show it (this backbone has {own['num_heads']})")  # fmt: skip
+    return list(dict.fromkeys(notes))
 
 
 def detect_scheme(keys, family: str) -> str:
@@ -241,20 +448,28 @@ def load_backbone_weights(backbone: nn.Module, source, scheme: str = "auto") -> 
 
     Args:
         backbone: a module from :func:`backbones.build_backbone` (needs ``family``).
-        source: path to a ``.pth`` / ``.pt`` file (read with ``weights_only=True``) or a state dict.
+        source: path to a ``.pth`` / ``.pt`` file (read by :func:`load_checkpoint`), or a loaded
+            checkpoint or state dict.
         scheme: ``"auto"`` or one of :data:`SCHEMES`.
 
     Returns:
         a :class:`LoadReport`; check ``report.complete`` or print it.
+
+    Raises:
+        ValueError: the checkpoint names an architecture (e.g. a ViT head count) that differs from
+            ``backbone``'s (:func:`check_architecture`; pass ``read_state_dict(path)`` to skip the check).
+        RuntimeError: the file needs globals that ``weights_only`` loading does not allow.
     """
     family = backbone.family
     if scheme != "auto":
         _check_scheme(scheme, family)
-    sd = read_state_dict(source)
+    checkpoint = load_checkpoint(source) if isinstance(source, (str, Path)) else source
+    arch_notes = check_architecture(backbone, checkpoint)
+    sd = read_state_dict(checkpoint)
     if scheme == "auto":
         scheme = detect_scheme(sd, family)
     _check_scheme(scheme, family)
-    report = LoadReport(scheme=scheme)
+    report = LoadReport(scheme=scheme, notes=arch_notes)
     own = backbone.state_dict(keep_vars=True)
     mapped: dict[str, tuple[str, torch.Tensor]] = {}
     for key, value in sd.items():
