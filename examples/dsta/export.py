@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import stattn
 import torch
-from dsta.infer_video import InferenceError, load_model
+from dsta.cli import add_device_argument
+from dsta.pipeline import InferenceError, load_model
 from torch import nn
 
 __all__ = ["OnnxWrapper", "export_onnx", "check_onnx", "main",
@@ -130,8 +131,8 @@ def _size_text(path: Path) -> str:
     return f"{path.stat().st_size / 1e6:.1f} MB"
 
 
-def check_onnx(model: nn.Module, path, batches=(1, 3), seed: int = 1) -> dict:
-    """Run the ONNX file with onnxruntime on random inputs and compare with `model` in PyTorch.
+def check_onnx(model: nn.Module, path, batches=(1, 3), seed: int = 1, device="cpu") -> dict:
+    """Run the ONNX file with onnxruntime on random inputs and compare with `model` in PyTorch (on `device`).
 
     Returns:
         {output name: max abs difference over `batches`}. Raises ImportError without onnxruntime.
@@ -139,12 +140,12 @@ def check_onnx(model: nn.Module, path, batches=(1, 3), seed: int = 1) -> dict:
     import onnxruntime as ort  # noqa: PLC0415
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    model = model.cpu().eval()
+    model = model.to(device).eval()
     diffs = dict.fromkeys(OUTPUT_NAMES, 0.0)
     for i, b in enumerate(batches):
         x = example_input(model, b, seed + i)
-        with torch.no_grad():
-            ref = model(x)
+        with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # full fp32 on CUDA too
+            ref = [t.float().cpu() for t in model(x.to(device))]
         outs = session.run(list(OUTPUT_NAMES), {"frames": x.numpy()})
         for name, r, o in zip(OUTPUT_NAMES, ref, outs):
             if o.shape != tuple(r.shape):
@@ -154,19 +155,21 @@ def check_onnx(model: nn.Module, path, batches=(1, 3), seed: int = 1) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description="Export DSTA to ONNX (reference attention), optionally check it.")
+    p = argparse.ArgumentParser(description="Export DSTA to ONNX (reference attention), optionally check it.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="last.pt / best.pt written by train.py")
     src.add_argument("--config", help="YAML config: random weights")
     p.add_argument("--out", required=True, help="output .onnx file")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch on random inputs")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help=f"--check fails above this max abs difference (default {DEFAULT_TOLERANCE})")  # fmt: skip
+                   help="--check fails above this max abs difference")  # fmt: skip
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    add_device_argument(p)
     args = p.parse_args(argv)
-    try:
-        model, cfg = load_model(args.checkpoint, args.config, "cpu", args.set)
+    try:  # the export traces on the CPU; --device is where --check runs the PyTorch side
+        model, cfg, _ = load_model(args.checkpoint, "cpu", args.set, config=args.config)
     except InferenceError as exc:
         p.exit(2, f"{p.prog}: error: {exc}\n")
     weights = args.checkpoint or f"random ({args.config})"
@@ -179,7 +182,7 @@ def main(argv=None) -> dict:
     result = {"path": path}
     if args.check:
         try:
-            diffs = check_onnx(model, path)
+            diffs = check_onnx(model, path, device=args.device)
         except ImportError:
             p.exit(2, f"{p.prog}: error: --check needs onnxruntime (pip install onnxruntime)\n")
         worst = max(diffs.values())

@@ -9,7 +9,7 @@ window, a baked-in batch size, a train-mode layer) moves the outputs by 1e-2 or 
 from pathlib import Path
 
 from dsta import export
-from dsta import infer_video as iv
+from dsta.pipeline import load_model
 import numpy as np
 import pytest
 import stattn
@@ -22,7 +22,7 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def tiny():
-    model, _ = iv.load_model(config=CONFIG, seed=0)
+    model, _, _ = load_model(config=CONFIG, seed=0)
     return model
 
 
@@ -69,3 +69,18 @@ def test_export_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         export.main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m.onnx")])
     assert exc.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_export_help_and_device(tmp_path, capsys):
+    """Every option has help and a shown default; an unavailable device is one sentence (exit code 2)."""
+    with pytest.raises(SystemExit):
+        export.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--opset", "--tolerance", "--device", "--set"):
+        assert flag in text
+    assert "(default: 17)" in text and "(default: auto)" in text
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exc:
+            export.main(["--config", str(CONFIG), "--out", str(tmp_path / "m.onnx"), "--device", "cuda"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "no CUDA device" in err and "Traceback" not in err

@@ -203,15 +203,17 @@ def test_real_clip(what, tmp_path):
     assert np.isfinite(kp).all() and (kp[..., 0] <= 1279).all() and (kp[..., 1] <= 719).all() and (kp >= 0).all()
     if what == "folder":
         assert doc["frames"][0]["file"] == "000000.jpg" and doc["frames"][0]["people"][0]["box"] == [560, 180, 160, 330]
+    else:  # a video's frames are named by their index, not after the video file
+        assert [f["file"] for f in doc["frames"]] == [f"{t:06d}" for t in range(5)]
 
 
 def test_checkpoint_matches_config(frames, tmp_path):
     """--checkpoint loads train.py's format; the same weights give the same keypoints as --config."""
-    model, cfg = iv.load_model(config=CONFIG, seed=0)
+    model, cfg, _ = iv.load_model(config=CONFIG, seed=0)
     engine.save_checkpoint({"model": model.state_dict(), "config": cfg, "epoch": 0}, tmp_path / "best.pt")
     a, b = tmp_path / "a", tmp_path / "b"
-    iv.main([str(frames), "--checkpoint", str(tmp_path / "best.pt"), "--out", str(a), "--max-frames", "3"])
-    iv.main([str(frames), "--config", str(CONFIG), "--out", str(b), "--max-frames", "3"])
+    iv.main([str(frames), "--checkpoint", str(tmp_path / "best.pt"), "--whole-frame", "--out", str(a), "--max-frames", "3"])
+    iv.main([str(frames), "--config", str(CONFIG), "--whole-frame", "--out", str(b), "--max-frames", "3"])
     ka = [f["people"][0]["keypoints"] for f in json.loads((a / "keypoints.json").read_text())["frames"]]
     kb = [f["people"][0]["keypoints"] for f in json.loads((b / "keypoints.json").read_text())["frames"]]
     np.testing.assert_allclose(ka, kb, rtol=0, atol=0.0101)  # identical up to the JSON's rounding (0.01 px)
@@ -237,7 +239,7 @@ def test_errors(frames, tmp_path, capsys):
     assert "cannot read the video" in _error(capsys, [str(bad), *cfg, "--out", out])
     err = _error(capsys, [str(frames), "--checkpoint", str(tmp_path / "missing.pt"), "--out", out])
     assert "checkpoint" in err and "missing.pt" in err and "does not exist" in err
-    model, model_cfg = iv.load_model(config=CONFIG)
+    model, model_cfg, _ = iv.load_model(config=CONFIG)
     engine.save_checkpoint({"model": model.state_dict(), "config": {**model_cfg, "depth": 1}}, tmp_path / "other.pt")
     err = _error(capsys, [str(frames), "--checkpoint", str(tmp_path / "other.pt"), "--out", out])
     assert "do not fit the model of its config" in err
