@@ -449,6 +449,8 @@ def load_detections(path, score_threshold: float = 0.0, category_id: int = 1) ->
     out = []
     for i, det in enumerate(data):
         where = f"detection [{i}]"
+        if not isinstance(det, dict):
+            raise AnnotationError(f"{path}: {where} should be an object, got {type(det).__name__}")
         if "image_id" not in det and "image_name" not in det:
             raise AnnotationError(f"{path}: missing key 'image_id' (or 'image_name') in {where}")
         score = float(_number(_req(det, "score", path, where), path, f"'score' of {where}"))
