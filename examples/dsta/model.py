@@ -29,7 +29,7 @@ Config keys (`build_model(cfg)`; other keys, e.g. the `data` / `train` sections,
 | skeleton | "posetrack" | "posetrack" or "coco17" (or a `stattn.Skeleton`) |
 | jfd | None | "pooled" or "map"; None = "map" for hrnet* backbones, else "pooled" |
 | dim, depth, heads, mlp_ratio, drop_path | 32, 4, 8, 2.0, 0.1 | STD token size and blocks |
-| drop_path_granularity | "sample" | stochastic depth per clip, or "sequence": per (clip, joint) in TD and per (clip, group) in SD as the official code (`stattn.nn.SpaceTimeDecoupling`) |
+| drop_path_granularity | "sample" | stochastic depth per clip, or "sequence": per (clip, joint) / (clip, group) |
 | std_mode | "decoupled" | "decoupled", "coupled", "temporal" or "spatial" (paper Table 4) |
 | aggregation | "weighted" | "weighted" (official code) or "concat" (paper Eq. 9) |
 | init | "default" | "default" (stattn's inits) or "dsta" (the official init_weights, see `dsta_init_`) |
