@@ -10,9 +10,18 @@ import argparse
 
 import torch
 
-__all__ = ["DEVICE_HELP", "DeviceError", "resolve_device", "add_device_argument"]
+__all__ = ["DEVICE_HELP", "DeviceError", "HelpFormatter", "resolve_device", "add_device_argument"]
 
 DEVICE_HELP = "auto (CUDA if available, else CPU), cpu, cuda or cuda:N"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, except None (the help text says what happens then) and a flag's False."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class DeviceError(ValueError):

@@ -285,17 +285,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                         help="crop size (default 256 192; the paper uses 384 288 for HRNet-W48)")  # fmt: skip
     parser.add_argument("--jfd", choices=("pooled", "map"), help="JFD mode (default: map for HRNet, else pooled)")
-    parser.add_argument("--dim", type=int, default=32, help="joint token size (32)")
-    parser.add_argument("--depth", type=int, default=4, help="blocks per STD stack (4)")
-    parser.add_argument("--heads", type=int, default=8, help="attention heads (8)")
-    parser.add_argument("--mlp-ratio", type=float, default=2.0, help="STD MLP ratio (2)")
+    parser.add_argument("--dim", type=int, default=32, help="joint token size (default 32)")
+    parser.add_argument("--depth", type=int, default=4, help="blocks per STD stack (default 4)")
+    parser.add_argument("--heads", type=int, default=8, help="attention heads (default 8)")
+    parser.add_argument("--mlp-ratio", type=float, default=2.0, help="STD MLP ratio (default 2)")
     parser.add_argument("--aggregation", choices=("weighted", "concat"), default="weighted",
-                        help="TD/SD fusion: weighted (official code) or concat (paper Eq. 9)")  # fmt: skip
-    parser.add_argument("--std-mode", choices=("decoupled", "coupled", "temporal", "spatial"), default="decoupled")
-    parser.add_argument("--skeleton", choices=tuple(SKELETONS), default="posetrack")
+                        help="TD/SD fusion: weighted (official code) or concat (paper Eq. 9) (default weighted)")  # fmt: skip
+    parser.add_argument("--std-mode", choices=("decoupled", "coupled", "temporal", "spatial"), default="decoupled",
+                        help="STD variant: decoupled TD + SD stacks, coupled global attention over all joints of "
+                        "all frames, or one of the two stacks alone (default decoupled)")  # fmt: skip
+    parser.add_argument("--skeleton", choices=tuple(SKELETONS), default="posetrack",
+                        help="joint set and SD groups (default posetrack)")  # fmt: skip
     parser.add_argument("--model-config", metavar="YAML", help="YAML config for model.build_model (the flags above that are "
-                        "given override its backbone / frames / input_size; the STD flags are ignored)")  # fmt: skip
-    parser.add_argument("--json", metavar="OUT", help="write the result to this JSON file")
+                        "given override its backbone / frames / input_size; the STD flags are ignored) (default: none)")  # fmt: skip
+    parser.add_argument("--json", metavar="OUT", help="write the result to this JSON file (default: not written)")
     args = parser.parse_args(argv)
     if args.frames is not None and args.frames < 1:
         parser.error("--frames must be >= 1")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from stattn.skeletons import POSETRACK
 
-__all__ = ["LIMBS", "track_color", "draw_person", "draw_frame_label"]
+__all__ = ["LIMBS", "track_color", "label_origin", "draw_person", "draw_frame_label"]
 
 #: (joint, joint) pairs of POSETRACK slots: head, neck-shoulders, arms, torso, legs.
 LIMBS = (
@@ -42,6 +42,24 @@ def _limb_color(a: int, b: int, base):
     return base
 
 
+def label_origin(box, text_size, image_size) -> tuple[int, int]:
+    """Where a box's label goes (OpenCV's text origin: bottom-left of the text): just above the box, or
+    just inside its top edge when that would cut the text at the top of the image; always inside the image.
+
+    Args:
+        box: (x, y, w, h) pixels. text_size: (width, height, baseline) from `cv2.getTextSize`.
+        image_size: (width, height).
+    """
+    x, y = int(box[0]), int(box[1])
+    tw, th, base = text_size
+    width, height = image_size
+    top = y - 4 - th  # the text's top row when placed above the box
+    oy = y - 4 if top >= 0 else max(y, 0) + th + 4
+    oy = min(max(oy, th + 1), max(height - base - 1, th + 1))
+    ox = min(max(x + 2, 0), max(width - tw - 1, 0))
+    return ox, oy
+
+
 def draw_person(image, keypoints, box=None, track_id=None, threshold: float = 0.2, thickness: int | None = None):
     """Draw one person on `image` `[H, W, 3]` BGR uint8 in place.
 
@@ -63,8 +81,10 @@ def draw_person(image, keypoints, box=None, track_id=None, threshold: float = 0.
         x, y, bw, bh = (int(round(v)) for v in box)
         cv2.rectangle(image, (x, y), (x + bw, y + bh), color, max(1, t - 1), cv2.LINE_AA)
         if track_id is not None:
-            cv2.putText(image, str(track_id), (x + 2, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * t + 0.2,
-                        color, max(1, t - 1), cv2.LINE_AA)  # fmt: skip
+            text, scale, lw = str(track_id), 0.4 * t + 0.2, max(1, t - 1)
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, lw)
+            org = label_origin((x, y, bw, bh), (tw, th, base), (w, h))
+            cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, lw, cv2.LINE_AA)
     ok = (kp[:, 2] >= threshold) & np.isfinite(kp[:, :2]).all(axis=1)
     pts = np.round(np.nan_to_num(kp[:, :2])).astype(int)
     for a, b in LIMBS:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import stattn
 import torch
-from dsta.cli import add_device_argument
+from dsta.cli import HelpFormatter, add_device_argument
 from dsta.pipeline import InferenceError, load_model
 from torch import nn
 
@@ -156,7 +156,7 @@ def check_onnx(model: nn.Module, path, batches=(1, 3), seed: int = 1, device="cp
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description="Export DSTA to ONNX (reference attention), optionally check it.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                                formatter_class=HelpFormatter)  # fmt: skip
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="last.pt / best.pt written by train.py")
     src.add_argument("--config", help="YAML config: random weights")

@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from dsta.cli import add_device_argument
+from dsta.cli import HelpFormatter, add_device_argument
 from dsta.pipeline import FirstFrameBoxes, FrameBoxes, WholeFrame, estimate, load_model, run
 from dsta.video_io import FrameSource, InferenceError, Renderer, prepare_out_dir, write_keypoints_json
 from tqdm import tqdm
@@ -125,7 +125,7 @@ def infer_video(model, source, out_dir, *, mode: str = "whole", first_boxes=None
 # ------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DSTA video inference: keypoints JSON and a rendered video / GIF.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                                formatter_class=HelpFormatter)  # fmt: skip
     p.add_argument("input", help="video file or folder of frames")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="last.pt / best.pt written by train.py")

@@ -145,8 +145,8 @@ class FirstFrameBoxes:
             clipped = [clip_box(b, w, h) for b in self.given]
             for i, (b, c) in enumerate(zip(self.given, clipped)):
                 if c is None:
-                    raise InferenceError(f"first box {i + 1} {b} lies outside the {w}x{h} first frame "
-                                         f"(boxes are x,y,w,h in pixels)")  # fmt: skip
+                    raise InferenceError(f"first box {i + 1} {b} lies outside the {w}x{h} first frame (or covers "
+                                         f"less than a pixel of it; boxes are x,y,w,h in pixels)")  # fmt: skip
             self.tracker = KeypointBoxTracker(clipped, joints=POSETRACK.evaluated)
         return [(tid, box, float("nan")) for tid, box in self.tracker.current()]
 
@@ -196,7 +196,7 @@ def detections_by_frame(detections, source, first_image_id: int = 0) -> tuple[di
     names = {f.name: i for i, f in enumerate(source.files)} if source.files is not None else {}
     out: dict[int, list] = {}
     unmatched = 0
-    for det in detections:
+    for i, det in enumerate(detections):
         t = None
         if "image_name" in det:
             base = Path(str(det["image_name"])).name
@@ -205,7 +205,10 @@ def detections_by_frame(detections, source, first_image_id: int = 0) -> tuple[di
             if t is None and source.files is None and stem.isdigit():
                 t = int(stem)
         if t is None and "image_id" in det:
-            t = int(det["image_id"]) - int(first_image_id)
+            image_id = det["image_id"]
+            if isinstance(image_id, bool) or not isinstance(image_id, (int, str)) or not str(image_id).isdigit():
+                raise InferenceError(f"detection [{i}]: image_id {image_id!r} is not a non-negative integer")
+            t = int(image_id) - int(first_image_id)
         if t is None or t < 0 or (source.count is not None and t >= source.count):
             unmatched += 1
             continue
