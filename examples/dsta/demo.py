@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 
 import cv2
 from dsta import engine
+from dsta.cli import add_device_argument
 from dsta import evaluate
 from dsta import infer_video
 from dsta import posetrack_eval
@@ -217,12 +218,12 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny settings for tests (< 1 minute); numbers mean nothing")
     p.add_argument("--seed", type=int, default=0, help="data seed (also added to the config's training seed)")
     p.add_argument("--config", default=str(CONFIG), help="training config (default configs/demo_cpu.yaml)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    add_device_argument(p)
     args = p.parse_args(argv)
     if not (args.minutes > 0 and math.isfinite(args.minutes)):
         p.error("--minutes must be positive")
     return run_demo(args.out, minutes=args.minutes, quick=args.quick, seed=args.seed, config=args.config,
-                    device=args.device)  # fmt: skip
+                    device=args.device.type)  # fmt: skip
 
 
 if __name__ == "__main__":

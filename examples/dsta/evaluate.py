@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from dsta import engine
+from dsta.cli import add_device_argument
 import numpy as np
 from dsta import posetrack_eval
 from dsta import posetrack_write
@@ -115,11 +116,11 @@ def main(argv=None) -> dict | None:
     p.add_argument("--det-thr", type=float, help="keep detections with score >= this (default data.det_thr, 0.2)")
     p.add_argument("--out", required=True, help="output folder: predictions/ and results.json")
     p.add_argument("--batch-size", type=int, help="per process (default train.val_batch_size)")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    add_device_argument(p)
     p.add_argument("--amp", choices=("off", "fp16", "bf16"), help="autocast (default: the config's train.amp)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys, e.g. data.root=...")
     args = p.parse_args(argv)
-    info = engine.init_distributed(args.device)
+    info = engine.init_distributed(args.device.type)
     try:
         model, cfg, ckpt = load_model(args.checkpoint, info.device, args.set)
         boxes = args.boxes or (cfg["data"]["val_boxes"] if args.split == "val" else "gt")

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from dsta import engine
+from dsta.cli import add_device_argument
 from dsta import posetrack_eval
 import stattn
 import torch
@@ -326,7 +327,7 @@ def main(argv=None) -> dict:
                    help="continue from PATH, or from OUT/last.pt when no path is given")  # fmt: skip
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config keys: train.lr=1e-4 frames=[-2,-1,0,1,2] data.root=...")  # fmt: skip
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    add_device_argument(p)
     p.add_argument("--max-steps", type=int, help="stop (and save last.pt) after this many optimizer steps in total")
     args = p.parse_args(argv)
     if args.config is None and not args.resume and not (args.resume == "" and args.out):
@@ -340,7 +341,7 @@ def main(argv=None) -> dict:
         if not resume.is_file():
             p.error(f"--resume: {resume} does not exist")
     out = Path(args.out) if args.out else (resume.parent if resume else Path("runs") / Path(args.config).stem)
-    info = engine.init_distributed(args.device)
+    info = engine.init_distributed(args.device.type)
     try:
         base = engine.load_checkpoint(resume)["config"] if resume and not args.config else None
         cfg = engine.load_config(args.config, args.set, base=base)
