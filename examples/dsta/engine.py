@@ -13,7 +13,7 @@ import io
 import json
 import math
 import os
-import pickle
+import re
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,11 +365,13 @@ def save_checkpoint(obj: dict, path) -> Path:
 
 def _load_error(path: Path, exc: Exception) -> str:
     text = str(exc).strip()
-    if isinstance(exc, pickle.UnpicklingError) and "weights_only" in text.lower():
-        return (f"{path} holds Python objects other than tensors and plain containers, which loading with "
-                "weights_only=True refuses (load it only if you trust it, and re-save its tensors)")  # fmt: skip
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return f"{path} cannot be read by torch.load: it is truncated or not a PyTorch file ({first[:160]})"
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return (f"{path} holds a Python object ({refused.group(1)}) besides tensors and plain containers, which "
+                "loading with weights_only=True refuses (load it only if you trust it, and re-save its tensors)")  # fmt: skip
+    reason = next((ln.strip() for ln in text.splitlines() if "operand" in ln or "central directory" in ln), "")
+    reason = reason or (text.splitlines()[0] if text else type(exc).__name__)
+    return f"{path} cannot be read by torch.load: it is truncated or not a PyTorch file ({reason[:120]})"
 
 
 def read_checkpoint(path, map_location="cpu"):
