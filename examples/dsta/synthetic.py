@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import time
 from pathlib import Path
@@ -39,18 +40,29 @@ from pathlib import Path
 import cv2
 import numpy as np
 from dsta.synthetic_render import (
-    CORRUPTIONS, apply_corruption, background, draw_occluder, draw_person, person_style, texture,
+    CORRUPTIONS, LIMBS, apply_corruption, background, defocus, draw_occluder, draw_person, limb_motion_blur,
+    person_style, texture,
 )  # fmt: skip
 
-__all__ = ["generate", "make_poses", "main", "CORRUPTIONS"]
+__all__ = ["generate", "make_poses", "pckh_threshold", "main", "CORRUPTIONS", "RATES", "HIDDEN", "BLURRED",
+           "DEFOCUSED", "HIDDEN_ANNOTATED_MAX"]  # fmt: skip
 
 JOINT_NAMES = ("nose", "head_bottom", "head_top", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
                "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
                "right_knee", "left_ankle", "right_ankle")  # fmt: skip
 SKELETON = [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9], [8, 10],
             [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7]]  # fmt: skip
-_SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
+_SPLIT_CODE = {"train": 1, "val": 2, "test": 3, "pretrain": 4}
 JPEG_QUALITY = 90
+_ANNOTATED = [s for s in range(17) if s not in (3, 4)]  # the ears are never annotated (as in PoseTrack)
+#: per-joint state bits in the metadata: hidden (covered by an occluder or a nearer person), blurred (a
+#: fast limb's streak of 3-5 PCKh thresholds), defocused (the frame's blur sigma >= the PCKh threshold)
+HIDDEN, BLURRED, DEFOCUSED = 1, 2, 4
+#: a joint hidden for at most this many consecutive frames stays annotated (annotators infer it from
+#: the frames around it); in longer runs it is unlabelled
+HIDDEN_ANNOTATED_MAX = 4
+#: probability per frame (x difficulty) that an event starts; occluders and fast limbs per person
+RATES = {"focus_pull": 0.2, "occluder": 0.4, "fast_limb": 0.65, "low_light": 0.03, "noise": 0.03}
 
 
 # ------------------------------------------------------------------------------------------ motion
@@ -159,38 +171,69 @@ def _video_seed(seed: int, split: str, index: int):
     return [int(seed), _SPLIT_CODE.get(split, sum(map(ord, split))), int(index)]
 
 
-def _corruption_schedule(rng, frames: int, difficulty: float, people: list):
-    """Per frame: [(kind, strength, params)]. Events start with probability 0.16 x difficulty per frame
-    and last 1-2 frames (occluders 2-4, sweeping across a person, centred on it mid-event)."""
-    sched = [[] for _ in range(frames)]
+def pckh_threshold(pts) -> float:
+    """PCKh@0.5 distance of a person in pixels (what poseval accepts as a hit): half of poseval's head
+    size, 0.6 x the diagonal of the L x L head box, L = |head_top - head_bottom|; `pts` `[17, 2]`."""
+    return 0.5 * 0.6 * math.sqrt(2.0) * float(np.linalg.norm(pts[2] - pts[1]))
+
+
+def _event_schedule(rng, frames: int, difficulty: float, people: list) -> list[dict]:
+    """Per frame: {"sigma": defocus px, "occluders": [shape], "limbs": [(person, limb, length, angle)],
+    "low_light": strength, "noise": strength}. Every event starts at a frame with probability
+    `RATES[kind] x difficulty` (per person for occluders and fast limbs) and lasts 1-2 frames, so a
+    joint it spoils is usually clean one or two frames away."""
+    sched = [{"sigma": 0.0, "occluders": [], "limbs": [], "low_light": 0.0, "noise": 0.0} for _ in range(frames)]
     if difficulty <= 0:
         return sched
-    kinds = ["occluder", "occluder", "motion_blur", "defocus", "noise", "low_light"]
+    rate = {k: v * difficulty for k, v in RATES.items()}
     for t0 in range(frames):
-        if rng.random() >= 0.16 * difficulty:
-            continue
-        kind = kinds[int(rng.integers(0, len(kinds)))]
-        strength = float(np.clip(difficulty * rng.uniform(0.5, 1.0), 0, 1))
-        if kind == "occluder" and people:
-            dur = int(rng.integers(2, 5))
-            p = people[int(rng.integers(0, len(people)))]
-            size = p["height"] * rng.uniform(0.25, 0.3 + 0.3 * difficulty, 2)
-            vel = rng.choice([-1.0, 1.0]) * p["height"] * rng.uniform(0.25, 0.45)
-            tex = texture(rng, 32, 32)
-            for k in range(dur):
-                t = t0 + k
-                if t >= frames:
-                    break
-                target = p["joints"][min(t0 + dur // 2, frames - 1)]
-                pick = target[int(rng.choice([0, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]))]
-                centre = (pick[0] + vel * (k - (dur - 1) / 2), pick[1])
-                sched[t].append(("occluder", strength, {"centre": centre, "size": size, "angle": rng.uniform(-30, 30),
-                                                        "kind": "box" if rng.random() < 0.5 else "ellipse",
-                                                        "texture": tex}))  # fmt: skip
-        elif kind != "occluder":
-            for t in range(t0, min(frames, t0 + int(rng.integers(1, 3)))):
-                sched[t].append((kind, strength, None))
+        if people and rng.random() < rate["focus_pull"]:  # one frame out of focus, its neighbours barely
+            sigma = rng.uniform(1.2, 2.0) * max(p["thr"][t0] for p in people)
+            for t, f in ((t0, 1.0), (t0 - 1, 0.2), (t0 + 1, 0.2)):
+                if 0 <= t < frames:
+                    sched[t]["sigma"] = max(sched[t]["sigma"], f * sigma)
+        for i, p in enumerate(people):
+            if rng.random() < rate["occluder"]:  # something passes close to the camera, fast
+                dur = int(rng.integers(1, 3))
+                size = p["height"] * rng.uniform(0.3, 0.5, 2)
+                vel = rng.choice([-1.0, 1.0]) * size[0] * rng.uniform(0.8, 1.2)
+                pick = p["joints"][min(t0 + dur // 2, frames - 1)][int(rng.choice(_ANNOTATED))]
+                shape = {"size": size, "angle": rng.uniform(-30, 30), "kind": "box" if rng.random() < 0.5 else "ellipse",
+                         "texture": texture(rng, 32, 32)}  # fmt: skip
+                for k in range(min(dur, frames - t0)):
+                    centre = (pick[0] + vel * (k - (dur - 1) / 2), pick[1])
+                    sched[t0 + k]["occluders"].append({**shape, "centre": centre})
+            if rng.random() < rate["fast_limb"]:  # a limb swung fast enough to smear
+                limb = list(LIMBS)[int(rng.integers(0, len(LIMBS)))]
+                end = LIMBS[limb][0][-1]
+                J = p["joints"]
+                vel = J[min(t0 + 1, frames - 1), end] - J[max(t0 - 1, 0), end]
+                if np.linalg.norm(vel) > 0.5:
+                    angle = math.atan2(vel[1], vel[0])
+                else:  # barely moving: smear across the limb
+                    d = J[t0, end] - J[t0, LIMBS[limb][0][0]]
+                    angle = math.atan2(d[1], d[0]) + math.pi / 2
+                sched[t0]["limbs"].append((i, limb, rng.uniform(3.0, 5.0) * p["thr"][t0], angle))
+        for kind in ("low_light", "noise"):  # mild photometric nuisances, not counted as spoiling a joint
+            if rng.random() < rate[kind]:
+                sched[t0][kind] = float(rng.uniform(0.2, 0.5))
     return sched
+
+
+def _runs(flags: np.ndarray) -> np.ndarray:
+    """`[T]` bool -> `[T]` int: the length of the run of True each frame belongs to (0 where False)."""
+    out = np.zeros(len(flags), np.int64)
+    t = 0
+    while t < len(flags):
+        if flags[t]:
+            u = t
+            while u < len(flags) and flags[u]:
+                u += 1
+            out[t:u] = u - t
+            t = u
+        else:
+            t += 1
+    return out
 
 
 def _person_box(pts, inside, head_r, width, height):
@@ -220,7 +263,7 @@ def _make_video(job: dict) -> dict:
         ground = H * (0.55 + 0.42 * (h / H - 0.45) / 0.4) + rng.uniform(-0.04, 0.04) * H
         J, yaw, mode = make_poses(rng, T, h, ground, W)
         people.append({"track_id": k, "height": h, "ground": ground, "joints": J, "yaw": yaw, "mode": mode,
-                       "style": person_style(rng, h)})  # fmt: skip
+                       "style": person_style(rng, h), "thr": np.array([pckh_threshold(J[t]) for t in range(T)])})  # fmt: skip
     order = sorted(range(len(people)), key=lambda i: people[i]["ground"])  # far (higher in the image) first
     crowd = []
     if rng.random() < 0.1 + 0.8 * diff:
@@ -234,13 +277,13 @@ def _make_video(job: dict) -> dict:
             J, yaw, _ = make_poses(rng, T, h, cy + rng.uniform(-0.03, 0.03) * H, W, mode="wave")
             J[..., 0] += cx + rng.normal(0, 0.06) * W - np.nanmean(J[..., 0])
             crowd.append({"joints": J, "yaw": yaw, "style": person_style(rng, h), "height": h})
-    sched = _corruption_schedule(rng, T, diff, people)
+    sched = _event_schedule(rng, T, diff, people)
 
     img_dir = out / "images" / split / name
     img_dir.mkdir(parents=True, exist_ok=True)
-    images, anns, dets, flags, occluded_meta = [], [], [], [], []
+    codes = np.full((len(people), T, 17), -1, np.int64)  # -1 outside the image, else HIDDEN | BLURRED | DEFOCUSED bits
+    regions, flags = [], []
     for t in range(T):
-        image_id = 10000000000 + seq_num * 10000 + t
         ox, oy = pan[t]
         m = np.float32([[1, 0, -ox], [0, 1, -oy]])
         img = cv2.warpAffine(bg_full, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
@@ -259,54 +302,70 @@ def _make_video(job: dict) -> dict:
                 ys = (y1, y1, y1 + cut, y2 - cut, y2, y2, y2 - cut, y1 + cut)
                 regions_x.append([round(float(v), 2) for v in xs])
                 regions_y.append([round(float(v), 2) for v in ys])
+        regions.append((regions_x, regions_y))
         for i in order:
             p = people[i]
             draw_person(img, label, p["joints"][t], p["style"], p["yaw"][t], lab=i + 1)
-        applied = {k: False for k in CORRUPTIONS}
-        for kind, strength, params in sorted(sched[t], key=lambda e: CORRUPTIONS.index(e[0])):
-            if kind == "occluder":
-                draw_occluder(img, label, params)
-            else:
-                img = apply_corruption(img, kind, strength, rng)
-            applied[kind] = True
-        flags.append(applied)
+        ev = sched[t]
+        blurred = np.zeros((len(people), 17), bool)
+        for i, limb, length, angle in ev["limbs"]:
+            chain, spoiled = LIMBS[limb]
+            img = limb_motion_blur(img, people[i]["joints"][t], chain, length, angle, people[i]["style"]["limb"])
+            blurred[i, list(spoiled)] = True
+        for shape in ev["occluders"]:
+            draw_occluder(img, label, shape)
+        img = defocus(img, ev["sigma"])
+        for kind in ("low_light", "noise"):
+            if ev[kind]:
+                img = apply_corruption(img, kind, ev[kind], rng)
+        flags.append({"occluder": bool(ev["occluders"]), "motion_blur": bool(ev["limbs"]),
+                      "defocus": bool(ev["sigma"] > 0), "low_light": bool(ev["low_light"] > 0), "noise": bool(ev["noise"] > 0)})  # fmt: skip
         cv2.imwrite(str(img_dir / f"{t:06d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-
-        labeled = t % job["label_every"] == 0
-        im = {"file_name": f"images/{split}/{name}/{t:06d}.jpg", "id": image_id, "frame_id": image_id,
-              "vid_id": f"{seq_num:06d}", "nframes": T, "is_labeled": labeled, "width": W, "height": H,
-              "ignore_regions_x": regions_x, "ignore_regions_y": regions_y}  # fmt: skip
-        images.append(im)
-        frame_occ = {}
         for i, p in enumerate(people):
             pts = p["joints"][t]
-            inside = ~np.isnan(pts[:, 0]) & (pts[:, 0] >= 0) & (pts[:, 0] <= W - 1) & (pts[:, 1] >= 0) \
-                & (pts[:, 1] <= H - 1)  # fmt: skip
+            inside = _inside(pts, W, H)
+            ij = np.round(pts[inside]).astype(int)
+            code = np.zeros(int(inside.sum()), np.int64)
+            code |= np.where(label[ij[:, 1], ij[:, 0]] != i + 1, HIDDEN, 0)
+            code |= np.where(blurred[i, inside], BLURRED, 0)
+            code |= DEFOCUSED if ev["sigma"] >= p["thr"][t] else 0
+            codes[i, t, inside] = code
+
+    # annotations: every joint inside the image, except one hidden for longer than HIDDEN_ANNOTATED_MAX frames
+    for i in range(len(people)):
+        for j in range(17):
+            hidden = (codes[i, :, j] >= 0) & (codes[i, :, j] & HIDDEN > 0)
+            codes[i, _runs(hidden) > HIDDEN_ANNOTATED_MAX, j] = -1
+    images, anns, dets = [], [], []
+    for t in range(T):
+        image_id = 10000000000 + seq_num * 10000 + t
+        labeled = t % job["label_every"] == 0
+        images.append({"file_name": f"images/{split}/{name}/{t:06d}.jpg", "id": image_id, "frame_id": image_id,
+                       "vid_id": f"{seq_num:06d}", "nframes": T, "is_labeled": labeled, "width": W, "height": H,
+                       "ignore_regions_x": regions[t][0], "ignore_regions_y": regions[t][1]})  # fmt: skip
+        for i, p in enumerate(people):
+            pts = p["joints"][t]
+            inside = _inside(pts, W, H)
             if inside.sum() < 2:
                 continue
-            head_r = p["style"]["head"]
-            box = _person_box(pts, inside, head_r, W, H)
+            box = _person_box(pts, inside, p["style"]["head"], W, H)
             if box[2] <= 1 or box[3] <= 1:
                 continue
             det_rng = np.random.default_rng(_video_seed(job["seed"], split, index) + [t, i])
             dets += _jitter(det_rng, box, image_id, diff, W, H)
-            if not labeled:
+            annotated = codes[i, t] >= 0
+            if not labeled or annotated.sum() < 2:
                 continue
             kp = np.zeros((17, 3))
-            kp[inside, :2], kp[inside, 2] = np.round(pts[inside], 2), 1
+            kp[annotated, :2], kp[annotated, 2] = np.round(pts[annotated], 2), 1
             L = float(np.linalg.norm(pts[2] - pts[1]))
             hc = (pts[2] + pts[1]) / 2
-            cover = np.zeros(17, bool)
-            ij = np.round(pts[inside]).astype(int)
-            cover[inside] = label[ij[:, 1], ij[:, 0]] != i + 1
-            frame_occ[str(p["track_id"])] = [int(v) for v in np.flatnonzero(cover)]
             anns.append({"id": image_id * 100 + i, "image_id": image_id, "category_id": 1, "track_id": p["track_id"],
-                         "keypoints": [float(v) for v in kp.reshape(-1)], "num_keypoints": int(inside.sum()),
+                         "keypoints": [float(v) for v in kp.reshape(-1)], "num_keypoints": int(annotated.sum()),
                          "scores": [], "bbox": box, "bbox_head": [round(float(hc[0] - L / 2), 2),
                                                                    round(float(hc[1] - L / 2), 2), round(L, 2),
                                                                    round(L, 2)],
                          "iscrowd": False})  # fmt: skip
-        occluded_meta.append(frame_occ)
         fp_rng = np.random.default_rng(_video_seed(job["seed"], split, index) + [t, 99])
         for _ in range(int(fp_rng.poisson(0.15 + 0.4 * diff))):  # false positives
             w, h = fp_rng.uniform(0.1, 0.35) * W, fp_rng.uniform(0.2, 0.7) * H
@@ -320,10 +379,27 @@ def _make_video(job: dict) -> dict:
     ann_dir = out / "annotations" / split
     ann_dir.mkdir(parents=True, exist_ok=True)
     (ann_dir / f"{name}.json").write_text(json.dumps(doc), encoding="utf-8")
-    return {"name": name, "detections": dets, "flags": flags, "occluded": occluded_meta,
+    motion = {}
+    for i, p in enumerate(people):  # per frame t >= 1: |J_t - J_t-1| / PCKh threshold at t, -1 where not both inside
+        J = p["joints"]
+        step = np.linalg.norm(np.diff(J, axis=0), axis=-1) / p["thr"][1:, None]
+        both = np.stack([_inside(J[t], W, H) & _inside(J[t - 1], W, H) for t in range(1, T)]) if T > 1 else None
+        m = np.full((T, 17), -1.0)
+        if T > 1:
+            m[1:] = np.where(both, np.round(step, 3), -1.0)
+        motion[str(p["track_id"])] = m.tolist()
+    return {"name": name, "detections": dets, "flags": flags,
+            "joints": {str(p["track_id"]): codes[i].tolist() for i, p in enumerate(people)}, "motion": motion,
             "people": [{"track_id": p["track_id"], "mode": p["mode"], "height": round(p["height"], 2)} for p in people],
             "crowd": len(crowd), "annotations": len(anns),
             "labeled_frames": sum(im["is_labeled"] for im in images)}  # fmt: skip
+
+
+def _inside(pts, W: int, H: int) -> np.ndarray:
+    """`[17]` bool: the joint exists (not NaN) and lies inside the W x H image."""
+    x, y = pts[:, 0], pts[:, 1]
+    with np.errstate(invalid="ignore"):
+        return ~np.isnan(x) & (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1)
 
 
 def _jitter(rng, box, image_id, diff, W, H) -> list:
@@ -409,9 +485,13 @@ def generate(out_dir, *, num_videos: int, frames_per_video: int, size=(192, 256)
     dets = [d for r in results for d in r["detections"]]
     (out / f"detections_{split}.json").write_text(json.dumps(dets), encoding="utf-8")
     meta = {"generator": "examples/dsta/synthetic.py", "split": split, "seed": seed, "difficulty": difficulty,
-            "size": [H, W], "people": [lo, hi], "label_every": label_every,
+            "size": [H, W], "people": [lo, hi], "label_every": label_every, "frames_per_video": frames_per_video,
+            "codes": {"unannotated": -1, "hidden": HIDDEN, "blurred": BLURRED, "defocused": DEFOCUSED},
             "videos": {r["name"]: {"people": r["people"], "crowd": r["crowd"], "frame_flags": r["flags"],
-                                   "occluded_joints": r["occluded"]} for r in results}}  # fmt: skip
+                                   "joints": r["joints"], "motion": r["motion"]} for r in results}}  # fmt: skip
+    from dsta.benchmark_stats import measure  # noqa: PLC0415  (it reads this module's constants)
+
+    meta["benchmark"] = measure(meta)
     (out / f"synthetic_{split}.json").write_text(json.dumps(meta), encoding="utf-8")
     seconds = time.perf_counter() - start
     corrupted = [any(f.values()) for r in results for f in r["flags"]]
@@ -421,23 +501,34 @@ def generate(out_dir, *, num_videos: int, frames_per_video: int, size=(192, 256)
         "annotations": sum(r["annotations"] for r in results), "detections": len(dets),
         "ignore_regions": sum(r["crowd"] > 0 for r in results), "corrupted_frames": int(sum(corrupted)),
         "corruptions": {k: sum(f[k] for r in results for f in r["flags"]) for k in CORRUPTIONS},
-        "frame_flags": {r["name"]: r["flags"] for r in results},
+        "frame_flags": {r["name"]: r["flags"] for r in results}, "benchmark": meta["benchmark"],
         "seconds": round(seconds, 3), "clips_per_minute": round(60.0 * num_videos / max(seconds, 1e-9), 1),
     }  # fmt: skip
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description="Write a synthetic PoseTrack18-style video-pose dataset.")
-    ap.add_argument("--out", required=True, help="dataset root")
-    ap.add_argument("--videos", type=int, required=True)
-    ap.add_argument("--frames", type=int, required=True, help="frames per video")
-    ap.add_argument("--difficulty", type=float, default=0.5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", default="train", choices=["train", "val", "test"])
-    ap.add_argument("--size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
-    ap.add_argument("--people", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"))
-    ap.add_argument("--label-every", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=1)
+    ap = argparse.ArgumentParser(description="Write a synthetic PoseTrack18-style video-pose dataset (and measure "
+                                 "it: see benchmark_stats.py).")  # fmt: skip
+    ap.add_argument("--out", required=True, help="dataset root (created); the split goes to images/SPLIT, "
+                    "annotations/SPLIT, detections_SPLIT.json, synthetic_SPLIT.json")  # fmt: skip
+    ap.add_argument("--videos", type=int, required=True, help="number of clips (required)")
+    ap.add_argument("--frames", type=int, required=True, help="frames per clip (required)")
+    ap.add_argument("--difficulty", type=float, default=0.5,
+                    help="in [0, 1]: how often key frames are spoiled (occluders passing, fast limbs, focus pulls); "
+                    "0 / 0.3 / 1 leave about 3%% / 15%% / 33%% of the annotated joints spoiled but clean in a "
+                    "neighbouring frame (default %(default)s)")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0, help="base seed; clip i is drawn from (seed, split, i) "
+                    "(default %(default)s)")  # fmt: skip
+    ap.add_argument("--split", default="train", choices=["train", "val", "test", "pretrain"],
+                    help="split name; the same seed gives other clips in another split (default %(default)s)")  # fmt: skip
+    ap.add_argument("--size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"),
+                    help="frame height and width in pixels (default: 192 256)")  # fmt: skip
+    ap.add_argument("--people", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"),
+                    help="annotated people per clip, drawn uniformly in [MIN, MAX] (default: 1 3)")  # fmt: skip
+    ap.add_argument("--label-every", type=int, default=1, help="label frames t with t %% N == 0 (PoseTrack val "
+                    "style for N > 1; default %(default)s: every frame)")  # fmt: skip
+    ap.add_argument("--workers", type=int, default=1, help="processes; the output does not depend on it "
+                    "(default %(default)s)")  # fmt: skip
     args = ap.parse_args(argv)
     s = generate(args.out, num_videos=args.videos, frames_per_video=args.frames, size=tuple(args.size),
                  people=tuple(args.people), difficulty=args.difficulty, seed=args.seed, split=args.split,
@@ -446,6 +537,9 @@ def main(argv=None) -> dict:
           f"{s['annotations']} person annotations, {s['detections']} detections) to {s['out_dir']}")  # fmt: skip
     print(f"corrupted frames: {s['corrupted_frames']} ({s['corruptions']}); clips with an ignore region: "
           f"{s['ignore_regions']}")  # fmt: skip
+    from dsta.benchmark_stats import format_stats  # noqa: PLC0415
+
+    print(format_stats(s["benchmark"]))
     print(f"{s['seconds']:.1f} s, {s['clips_per_minute']:.0f} clips/min")
     return s
 

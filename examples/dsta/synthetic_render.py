@@ -7,16 +7,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["CORRUPTIONS", "background", "draw_person", "draw_occluder", "apply_corruption", "texture"]
+__all__ = ["CORRUPTIONS", "LIMBS", "background", "draw_person", "draw_occluder", "apply_corruption", "defocus",
+           "limb_motion_blur", "texture"]  # fmt: skip
 
-#: the per-frame corruptions, in the order they are applied to a frame
-CORRUPTIONS = ("occluder", "low_light", "defocus", "motion_blur", "noise")
+#: the per-frame corruptions, in the order they are applied to a frame: occluders passing, a fast limb
+#: smeared by motion blur, a focus pull (the whole frame defocused), sensor noise, low light
+CORRUPTIONS = ("occluder", "motion_blur", "defocus", "low_light", "noise")
 _SHIFT = 4  # sub-pixel drawing: coordinates are fixed point with 4 fractional bits
 _ONE = 1 << _SHIFT
 
 # limbs as (from slot, to slot); slots are COCO / stattn.skeletons.POSETRACK
 ARM_L, ARM_R = ((5, 7), (7, 9)), ((6, 8), (8, 10))
 LEG_L, LEG_R = ((11, 13), (13, 15)), ((12, 14), (14, 16))
+#: the limbs a fast-motion event can smear: (joint chain, the joints it blurs)
+LIMBS = {"left_arm": ((5, 7, 9), (7, 9)), "right_arm": ((6, 8, 10), (8, 10)),
+         "left_leg": ((11, 13, 15), (13, 15)), "right_leg": ((12, 14, 16), (14, 16))}  # fmt: skip
 
 
 def _fx(p) -> tuple[int, int]:
@@ -141,8 +146,33 @@ def draw_occluder(img, label, shape: dict) -> None:
         label[mask > 127] = 255
 
 
+def defocus(img: np.ndarray, sigma: float) -> np.ndarray:
+    """The whole frame out of focus: a Gaussian blur of `sigma` pixels (a focus pull's frame)."""
+    return cv2.GaussianBlur(img, (0, 0), float(sigma)) if sigma > 0 else img
+
+
+def _line_kernel(length: float, angle: float) -> np.ndarray:
+    n = int(np.ceil(length)) | 1
+    k = np.zeros((n, n), np.float32)
+    d = (length - 1) / 2 * np.array([np.cos(angle), np.sin(angle)])
+    c = (n - 1) / 2
+    cv2.line(k, _fx((c - d[0], c - d[1])), _fx((c + d[0], c + d[1])), 1.0, 1, cv2.LINE_AA, _SHIFT)
+    return k / k.sum()
+
+
+def limb_motion_blur(img: np.ndarray, pts, chain, length: float, angle: float, thickness: float) -> np.ndarray:
+    """A fast limb: the region around the joint `chain` (indices into `pts` `[17, 2]`) smeared by a
+    `length`-pixel streak at `angle` (radians), the rest of the frame untouched. Returns a new image."""
+    mask = np.zeros(img.shape[:2], np.uint8)
+    for a, b in zip(chain[:-1], chain[1:]):
+        cv2.line(mask, _fx(pts[a]), _fx(pts[b]), 255, max(1, int(round(thickness + length))), cv2.LINE_8, _SHIFT)
+    a = cv2.GaussianBlur(mask, (0, 0), max(1.0, length / 6)).astype(np.float32)[..., None] / 255.0
+    streak = cv2.filter2D(img, -1, _line_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
+    return (img * (1 - a) + streak * a + 0.5).astype(np.uint8)
+
+
 def apply_corruption(img: np.ndarray, kind: str, strength: float, rng) -> np.ndarray:
-    """One image corruption (`low_light`, `defocus`, `motion_blur`, `noise`) at `strength` in [0, 1]."""
+    """A whole-frame corruption (`low_light`, `defocus`, `motion_blur`, `noise`) at `strength` in [0, 1]."""
     if kind == "low_light":
         x = img.astype(np.float32) / 255.0
         x = np.power(x, 1.3 + 1.2 * strength) * (0.65 - 0.35 * strength)
@@ -161,4 +191,4 @@ def apply_corruption(img: np.ndarray, kind: str, strength: float, rng) -> np.nda
     if kind == "noise":
         x = img.astype(np.float32) + rng.normal(0, 10 + 30 * strength, img.shape).astype(np.float32)
         return np.clip(x + 0.5, 0, 255).astype(np.uint8)
-    raise ValueError(f"unknown corruption {kind!r}; expected one of {CORRUPTIONS[1:]}")
+    raise ValueError(f"unknown corruption {kind!r}; expected low_light, defocus, motion_blur or noise")
