@@ -59,15 +59,24 @@ def report() -> str:
 
 
 def _fused_block_lines(devices: list[str]) -> list[str]:
-    """Whether a default (``fused=None``) DSTA block in eval mode runs the fused kernel, per device."""
+    """The ``local_block`` op's backend for a DSTA block, and whether a default (``fused=None``) block
+    in eval mode hands itself to it, per device."""
     from .nn import LocalAwarenessBlock  # noqa: PLC0415
-    from .nn.fused import fusion_reasons  # noqa: PLC0415
+    from .nn.fused import block_weights, fusion_reasons, op_meta  # noqa: PLC0415
 
     out = []
     for device in devices:
         block = LocalAwarenessBlock(32, "temporal").to(device).eval()
         x = torch.empty(_PROBE_SHAPE[:3] + (32,), device=device)
-        if block.uses_fused(x):
+        try:
+            chosen, refusals = _dispatch.describe("local_block", x, block_weights(block), **op_meta(block))
+            used = block.uses_fused(x)
+        except ValueError as exc:
+            out.append(f"{device:<5} -> cannot choose: {exc}")
+            continue
+        out.append(f"local_block op {device:<5} -> {chosen}")
+        out += [f"    not {b}: {'; '.join(r)}" for b, r in refusals.items() if b != chosen and r]
+        if used:
             out.append(f"{device:<5} -> used")
             continue
         reasons = fusion_reasons(block, x) or ["the default uses it on CUDA only (fused=True forces it)"]

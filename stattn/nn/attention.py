@@ -12,6 +12,7 @@ configuration uses 0. Regularise with ``proj_drop`` / ``drop`` and ``drop_path``
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Literal, Sequence, Union
 
 import torch
@@ -281,11 +282,13 @@ class LocalAwarenessBlock(nn.Module):
         window: temporal window for ``"temporal"`` (None = all frames).
         causal: causal temporal attention for ``"temporal"``.
         backend: forwarded to the functional op (None = automatic).
-        fused: the whole-block Triton kernel (:mod:`stattn.nn.fused`: one launch for LN, QKV,
-            attention, projection, MLP and both residuals). None (default): used on CUDA in eval mode
-            when the call is eligible (:func:`stattn.nn.fused.fusion_reasons`); True: used on every
-            eligible call, including training without dropout, and an ineligible call raises;
-            False: never. Gradients through a fused forward come from recomputing the unfused block.
+        fused: run the block as one :func:`stattn.ops.local_block` op call, whose Triton
+            implementation is the whole-block kernel (one launch for LN, QKV, attention, projection,
+            MLP and both residuals). None (default): on CUDA in eval mode, when dispatch picks the
+            kernel for the call (:func:`stattn.nn.fused.fusion_reasons` says why not); True: on every
+            call (training without dropout included), with ``backend`` (or ``STATTN_BACKEND``) choosing
+            the op's implementation, default ``"triton"``, and a call it cannot run raises; False:
+            never. Gradients through the kernel come from recomputing the op's reference.
         drop_path_granularity: what one stochastic-depth draw drops (:class:`~stattn.nn.DropPath`):
             ``"sample"`` (default): the branch of a whole sample; ``"sequence"``: of one attention
             sequence, drawn independently: per (sample, joint) for ``"temporal"``, per (sample, group)
@@ -338,6 +341,9 @@ class LocalAwarenessBlock(nn.Module):
         else:
             attn = GlobalAttention(dim, num_heads, qkv_bias, drop)
         kind = attention if isinstance(attention, str) else None
+        #: "temporal", "grouped", "global", or None for another attention module
+        self.kind = kind or {TemporalAttention: "temporal", GroupedSpatialAttention: "grouped",
+                             GlobalAttention: "global"}.get(type(attn))  # fmt: skip
         if groups is not None and kind != "grouped":
             raise ValueError(f"LocalAwarenessBlock: groups are only used with attention='grouped', not {attention!r}")
         if (window is not None or causal) and kind != "temporal":
@@ -354,31 +360,40 @@ class LocalAwarenessBlock(nn.Module):
         self.mlp = _Mlp(dim, hidden, drop)
         self.drop_path = _drop_path_layer(drop_path, drop_path_granularity, kind, attn)
         self.fused = fused
-        if fused:
-            refused = _fused.structure_reasons(self)
-            if refused:
-                raise ValueError(f"LocalAwarenessBlock: fused=True, but {'; '.join(refused)}")
+        if fused and self.kind not in ("temporal", "grouped"):
+            raise ValueError(f"LocalAwarenessBlock: fused=True, but {_fused.block_reasons(self)[0]}")
 
     def uses_fused(self, x: torch.Tensor) -> bool:
-        """Whether ``self(x)`` runs the fused kernel (raises for ``fused=True`` and an ineligible call)."""
+        """Whether ``self(x)`` runs as one :func:`stattn.ops.local_block` call (raises for ``fused=True``
+        and a call the block cannot hand to the op)."""
+        return self._op_backend(x) is not None
+
+    def _op_backend(self, x: torch.Tensor) -> str | None:
+        """The ``backend=`` to call the op with, or None: run the modules one by one."""
         if self.fused is False or (self.fused is None and (self.training or x.device.type != "cuda")):
-            return False
-        kind = _fused.attention_kind(self)
-        ranks = (4,) if kind == "temporal" else (3, 4)
+            return None
+        ranks = (4,) if self.kind == "temporal" else (3, 4)
         if not isinstance(x, torch.Tensor) or x.dim() not in ranks or x.shape[-1] != self.attn.dim:
-            return False  # the unfused path raises the layer's own shape error
-        if kind == "grouped" and x.shape[-2] != self.attn.num_tokens:
-            return False
-        reasons = _fused.fusion_reasons(self, x)
-        if reasons and self.fused:
-            raise ValueError(f"LocalAwarenessBlock(fused=True): cannot fuse this call: {'; '.join(reasons)}")
-        return not reasons
+            return None  # the unfused path raises the layer's own shape error
+        if self.kind == "grouped" and x.shape[-2] != self.attn.num_tokens:
+            return None
+        reasons = _fused.block_reasons(self)
+        if reasons:
+            if self.fused:
+                raise ValueError(f"LocalAwarenessBlock(fused=True): cannot fuse this call: {'; '.join(reasons)}")
+            return None
+        if self.fused:
+            return self.attn.backend or os.environ.get("STATTN_BACKEND") or "triton"
+        chosen = ops.which_backend("local_block", x, _fused.block_weights(self), backend=self.attn.backend,
+                                   **_fused.op_meta(self))  # fmt: skip
+        return chosen if chosen == "triton" else None  # elsewhere the modules' own ops are as fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x `[B, F, N, C]` (or `[B, N, C]`). Returns: same shape."""
-        if self.uses_fused(x):
-            return _fused.fused_block(self, x)
-        return self._unfused_forward(x)
+        backend = self._op_backend(x)
+        if backend is None:
+            return self._unfused_forward(x)
+        return ops.local_block(x, _fused.block_weights(self), backend=backend, **_fused.op_meta(self))
 
     def _unfused_forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x)))

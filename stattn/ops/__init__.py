@@ -5,17 +5,21 @@ head dim. q, k, v may be strided views of one packed projection `[B, F, N, 3, H,
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-import sys
 from typing import Sequence
 
 import torch
 
 from . import _dispatch, _library
+from ._block import local_block
+from ._compile import eager_inference, exporting
 from .reference import (
+    BlockWeights,
     grouped_attention_backward_reference,
     grouped_attention_reference,
+    local_block_reference,
     temporal_attention_backward_reference,
     temporal_attention_reference,
     temporal_mask,
@@ -25,21 +29,46 @@ from ..skeletons import Skeleton, normalize_groups
 __all__ = [
     "temporal_attention",
     "grouped_attention",
+    "local_block",
+    "BlockWeights",
+    "which_backend",
+    "backend_reasons",
+    "BACKENDS",
+    "tracing",
     "temporal_attention_reference",
     "grouped_attention_reference",
+    "local_block_reference",
     "temporal_attention_backward_reference",
     "grouped_attention_backward_reference",
     "temporal_mask",
 ]
 
+#: Backend names in the order ``backend=None`` tries them.
+BACKENDS = _dispatch.BACKENDS
+_exporting = exporting  # the name earlier versions exported
 
-def _exporting() -> bool:
-    """True under torch.export / torch.onnx.export: exporters must see plain aten ops, and the registered
-    stattn ops are opaque to them, so the functionals then inline the reference math instead."""
-    if torch.compiler.is_exporting():
-        return True
-    onnx = sys.modules.get("torch.onnx")  # an ONNX export has imported it; never import it just to ask
-    return bool(onnx is not None and onnx.is_in_onnx_export())
+
+def tracing() -> bool:
+    """True while torch.compile, torch.export or an ONNX export traces the call: layers then trace
+    their plain modules (the ops are opaque to exporters, and inline their reference math there)."""
+    return torch.compiler.is_compiling() or exporting()
+
+
+def which_backend(op: str, *inputs, backend: str | None = None, **meta) -> str:
+    """Name of the backend that runs ``op`` on ``inputs`` (the op's tensor arguments, then its keyword
+    arguments as ``meta``; for attention ``group_sizes=``); raises ``ValueError`` like the op would.
+
+    Examples:
+        >>> q = torch.randn(2, 3, 17, 8, 4)
+        >>> which_backend("temporal_attention", q, backend="reference")
+        'reference'
+    """
+    return _dispatch.choose(op, *inputs, backend=backend, **meta).name
+
+
+def backend_reasons(op: str, *inputs, **meta) -> dict[str, list[str]]:
+    """{backend: every reason it cannot run ``op`` on ``inputs`` when asked for} (empty list: it can)."""
+    return _dispatch.refusals(op, *inputs, **meta)
 
 
 def _check_qkv(op: str, q, k, v, ranks: tuple[int, ...]) -> None:
@@ -133,14 +162,16 @@ def temporal_attention(
     if not isinstance(causal, bool):
         raise ValueError(f"{op}: causal must be a bool, got {causal!r}")
     frames = _check_query_frames(op, query_frames, q.shape[1])
-    chosen = _dispatch.choose_backend(op, q, backend)
+    chosen = _dispatch.choose(op, q, backend=backend)
     if q.shape[0] == 0:
         out = (q + k + v) * 0  # empty, but keeps the autograd graph
         return out if frames is None else out[:, frames]
-    if _exporting():
+    if exporting():
         return temporal_attention_reference(q, k, v, scale, window, causal, frames)
+    if eager_inference(q, k, v):
+        return chosen.table[op][0](q, k, v, scale, window, causal, frames)
     w = _library.NO_WINDOW if window is None else int(window)
-    return _library.temporal_attention_op(q, k, v, scale, w, causal, frames or [], chosen)
+    return _library.temporal_attention_op(q, k, v, scale, w, causal, frames or [], chosen.name)
 
 
 def _check_query_frames(op: str, query_frames, num_frames: int) -> list[int] | None:
@@ -213,13 +244,15 @@ def grouped_attention(
     frameless = q.dim() == 4
     if frameless:
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
-    chosen = _dispatch.choose_backend(op, q, backend, max(sizes))
+    chosen = _dispatch.choose(op, q, backend=backend, group_sizes=sizes)
     if q.shape[0] == 0:
         out = (q + k + v) * 0
-    elif _exporting():
+    elif exporting():
         out = grouped_attention_reference(q, k, v, index, sizes, scale)
+    elif eager_inference(q, k, v):
+        out = chosen.table[op][0](q, k, v, index, sizes, scale)
     else:
-        out = _library.grouped_attention_op(q, k, v, list(index), list(sizes), scale, chosen)
+        out = _library.grouped_attention_op(q, k, v, list(index), list(sizes), scale, chosen.name)
     return out.squeeze(1) if frameless else out
 
 
@@ -232,6 +265,17 @@ def _flat_groups(op: str, groups, num_tokens: int) -> tuple[tuple[int, ...], tup
                 f"{num_tokens} tokens per frame"
             )
         return groups.group_index, groups.group_sizes
+    if isinstance(groups, tuple):  # a layer's own groups: validated once, not on every call
+        try:
+            return _flat_partition(groups, num_tokens)
+        except TypeError:  # unhashable members: validate below, uncached
+            pass
+    groups = normalize_groups(groups, num_tokens)
+    return tuple(i for g in groups for i in g), tuple(len(g) for g in groups)
+
+
+@functools.lru_cache(maxsize=256)
+def _flat_partition(groups: tuple, num_tokens: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     groups = normalize_groups(groups, num_tokens)
     return tuple(i for g in groups for i in g), tuple(len(g) for g in groups)
 

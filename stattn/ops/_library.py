@@ -3,8 +3,8 @@
 Each op is an opaque ``custom_op`` (so ``torch.compile(fullgraph=True)`` and ``opcheck`` work on every
 device, Triton interpreter included) with a fake implementation, an autograd formula that calls the
 matching ``*_backward`` op, and a ``backend`` string argument chosen by the public functional. The
-implementation runs the chosen backend: Triton, native (CPU forward; its backward is the
-reference's) or the pure-PyTorch reference.
+body runs that backend's implementation (``_dispatch.implementation``) and nothing else: the choice,
+native build included, was made before the call.
 
 Masks travel as plain ints/lists (``window`` with -1 for "all frames", the groups flattened), which
 ``torch.compile`` treats as constants: no dense mask tensor exists anywhere.
@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from . import reference
+from ._dispatch import implementation
 
 _NO_WINDOW = -1
 
@@ -30,31 +30,13 @@ def _frames(query_frames: Sequence[int]) -> list[int] | None:
     return list(query_frames) if len(query_frames) else None
 
 
-def _triton():
-    from . import triton as triton_ops  # lazy: Triton is optional and slow to import
-
-    return triton_ops
-
-
-def _native():
-    from . import native
-
-    return native
-
-
 # --------------------------------------------------------------------------------------- temporal
 @torch.library.custom_op("stattn::temporal_attention", mutates_args=())
 def _temporal_attention_op(
     q: Tensor, k: Tensor, v: Tensor, scale: float, window: int, causal: bool, query_frames: Sequence[int], backend: str
 ) -> Tensor:
-    args = (scale, _window(window), causal, _frames(query_frames))
-    if backend == "triton":
-        return _triton().temporal_attention_fwd(q, k, v, *args)
-    if backend == "native":
-        out = _native().temporal_attention_fwd(q, k, v, *args)
-        if out is not None:  # None: the kernel failed to build; the reason is recorded for the dispatcher
-            return out
-    return reference.temporal_attention_reference(q, k, v, *args)
+    forward, _ = implementation(backend, "temporal_attention")
+    return forward(q, k, v, scale, _window(window), causal, _frames(query_frames))
 
 
 @_temporal_attention_op.register_fake
@@ -75,10 +57,8 @@ def _temporal_attention_backward_op(
     query_frames: Sequence[int],
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    args = (scale, _window(window), causal, _frames(query_frames))
-    if backend == "triton":
-        return _triton().temporal_attention_bwd(grad, q, k, v, *args)
-    return reference.temporal_attention_backward_reference(grad, q, k, v, *args)
+    _, backward = implementation(backend, "temporal_attention")
+    return backward(grad, q, k, v, scale, _window(window), causal, _frames(query_frames))
 
 
 @_temporal_attention_backward_op.register_fake
@@ -107,13 +87,8 @@ _temporal_attention_op.register_autograd(_temporal_backward, setup_context=_temp
 def _grouped_attention_op(
     q: Tensor, k: Tensor, v: Tensor, group_index: Sequence[int], group_sizes: Sequence[int], scale: float, backend: str
 ) -> Tensor:
-    if backend == "triton":
-        return _triton().grouped_attention_fwd(q, k, v, group_index, group_sizes, scale)
-    if backend == "native":
-        out = _native().grouped_attention_fwd(q, k, v, group_index, group_sizes, scale)
-        if out is not None:
-            return out
-    return reference.grouped_attention_reference(q, k, v, group_index, group_sizes, scale)
+    forward, _ = implementation(backend, "grouped_attention")
+    return forward(q, k, v, group_index, group_sizes, scale)
 
 
 @_grouped_attention_op.register_fake
@@ -132,9 +107,8 @@ def _grouped_attention_backward_op(
     scale: float,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    if backend == "triton":
-        return _triton().grouped_attention_bwd(grad, q, k, v, group_index, group_sizes, scale)
-    return reference.grouped_attention_backward_reference(grad, q, k, v, group_index, group_sizes, scale)
+    _, backward = implementation(backend, "grouped_attention")
+    return backward(grad, q, k, v, group_index, group_sizes, scale)
 
 
 @_grouped_attention_backward_op.register_fake

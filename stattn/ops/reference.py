@@ -18,16 +18,22 @@ registered ops use those, as the Triton backward does).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
+import torch.nn.functional as F
+
+from ._backend import OPS, Backend
 
 __all__ = [
     "temporal_attention_reference",
     "temporal_attention_backward_reference",
     "grouped_attention_reference",
     "grouped_attention_backward_reference",
+    "local_block_reference",
+    "BlockWeights",
     "temporal_mask",
+    "BACKEND",
 ]
 
 
@@ -222,3 +228,76 @@ def grouped_attention_backward_reference(grad, q, k, v, group_index, group_sizes
     tensors = [grad.to(cd), q.to(cd), k.to(cd), v.to(cd)]
     grads = _grouped_apply(bucket, tensors, group_index, group_sizes, 3)
     return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v)))
+
+
+# ------------------------------------------------------------------------------------ local block
+class BlockWeights(NamedTuple):
+    """The parameters of a pre-norm local-awareness block, in ``nn.Linear`` / ``nn.LayerNorm`` layout."""
+
+    ln1_w: torch.Tensor  # [C]
+    ln1_b: torch.Tensor  # [C]
+    qkv_w: torch.Tensor  # [3C, C]
+    qkv_b: torch.Tensor | None  # [3C], or None without a qkv bias
+    proj_w: torch.Tensor  # [C, C]
+    proj_b: torch.Tensor  # [C]
+    ln2_w: torch.Tensor  # [C]
+    ln2_b: torch.Tensor  # [C]
+    fc1_w: torch.Tensor  # [HID, C]
+    fc1_b: torch.Tensor  # [HID]
+    fc2_w: torch.Tensor  # [C, HID]
+    fc2_b: torch.Tensor  # [C]
+
+
+def local_block_reference(
+    x: torch.Tensor,
+    weights: BlockWeights,
+    kind: str,
+    window: int | None = None,
+    causal: bool = False,
+    groups: tuple[tuple[int, ...], ...] | None = None,
+    num_heads: int = 8,
+    eps: tuple[float, float] = (1e-6, 1e-6),
+) -> torch.Tensor:
+    """A whole pre-norm block: ``x + proj(attn(LN1(x)))``, then ``+ fc2(gelu(fc1(LN2(.))))``.
+
+    Args:
+        x: `[B, F, N, C]` (temporal or grouped) or `[B, N, C]` (grouped, one frame).
+        weights: :class:`BlockWeights` in the dtype of x.
+        kind: ``"temporal"`` or ``"grouped"`` local attention, with ``window`` / ``causal`` or ``groups``.
+        num_heads: heads `H` (head dim `C / H`); eps: the two LayerNorm epsilons.
+
+    Returns:
+        Same shape and dtype as x; differentiable by autograd (the op's recompute backward).
+    """
+    w = weights
+    C = x.shape[-1]
+    h = F.layer_norm(x, (C,), w.ln1_w, w.ln1_b, eps[0])
+    q, k, v = F.linear(h, w.qkv_w, w.qkv_b).view(*x.shape[:-1], 3, num_heads, C // num_heads).unbind(-3)
+    if kind == "temporal":
+        o = temporal_attention_reference(q, k, v, None, window, causal)
+    else:
+        frameless = x.dim() == 3
+        if frameless:
+            q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
+        o = grouped_attention_reference(q, k, v, [i for g in groups for i in g], [len(g) for g in groups])
+        o = o.squeeze(1) if frameless else o
+    x = x + F.linear(o.flatten(-2), w.proj_w, w.proj_b)
+    h = F.layer_norm(x, (C,), w.ln2_w, w.ln2_b, eps[1])
+    return x + F.linear(F.gelu(F.linear(h, w.fc1_w, w.fc1_b)), w.fc2_w, w.fc2_b)
+
+
+class _ReferenceBackend(Backend):
+    """Pure PyTorch: runs every op, on any device and dtype (the specification)."""
+
+    name = "reference"
+    ops = frozenset(OPS)
+
+    def _table(self):
+        return {
+            "temporal_attention": (temporal_attention_reference, temporal_attention_backward_reference),
+            "grouped_attention": (grouped_attention_reference, grouped_attention_backward_reference),
+            "local_block": (local_block_reference, None),
+        }
+
+
+BACKEND = _ReferenceBackend()

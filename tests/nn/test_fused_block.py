@@ -16,7 +16,7 @@ import torch
 
 import stattn
 from stattn.nn import LocalAwarenessBlock, SpaceTimeDecoupling
-from stattn.nn.fused import fusion_reasons
+from stattn.nn.fused import block_weights, fusion_reasons, op_meta
 from stattn.ops import _dispatch
 from stattn.skeletons import COCO17, POSETRACK
 from stattn.testing import TOLERANCES, assert_close, relative_error
@@ -256,3 +256,37 @@ def test_std_with_fused_blocks_keeps_a_bad_sample_to_itself():
     assert not torch.isfinite(out[2]).all()
     others = [0, 1, 3]
     assert torch.isfinite(out[others]).all() and torch.equal(out[others], clean[others])
+
+
+# ---------------------------------------------------------- the block is a local_block op call
+def _kernel_refused(monkeypatch):
+    """Make the whole-block kernel raise, so a test can tell which implementation ran."""
+    from stattn.ops import _dispatch as dispatch
+
+    def kernel(*args, **kwargs):
+        raise RuntimeError("the whole-block kernel ran")
+
+    table = dispatch.BY_NAME["triton"].table
+    monkeypatch.setitem(table, "local_block", (kernel, None))
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_backend_reference_is_honoured_on_the_fused_path(monkeypatch, how):
+    """fused=True hands the block to the local_block op; backend= / STATTN_BACKEND choose its implementation."""
+    kw = {"backend": "reference"} if how == "argument" else {}
+    blk = randomize(LocalAwarenessBlock(32, "grouped", groups=POSETRACK, fused=True, **kw), 8).eval()
+    x = _x((2, 3, 17, 32))
+    with torch.no_grad():
+        kernel_out = blk(x) if how == "environment" else None
+    _kernel_refused(monkeypatch)
+    if how == "environment":
+        with pytest.raises(RuntimeError, match="whole-block kernel ran"):  # the default really is the kernel
+            blk(x)
+        monkeypatch.setenv("STATTN_BACKEND", "reference")
+    assert blk.uses_fused(x)
+    with torch.no_grad():
+        out = blk(x)
+        want = stattn.ops.local_block_reference(x, block_weights(blk), **op_meta(blk))
+    assert torch.equal(out, want)
+    if kernel_out is not None:
+        assert_close(want.double(), kernel_out)

@@ -86,20 +86,23 @@ def test_opcheck_native():
     opcheck(torch.ops.stattn.grouped_attention.default, (q, k, v, [0, 2, 1, 3, 4], [2, 1, 2], 0.5, "native"))
 
 
-def test_refusals_and_build_failure_fall_back(monkeypatch, tmp_path):
+def test_refusals_and_a_failed_build_is_a_refusal_reason(monkeypatch, tmp_path):
     q = torch.empty(1, 2, 3, 2, 4)
     with pytest.raises(ValueError, match="backend 'native' cannot run.*float64"):
         stattn.temporal_attention(q.double(), q.double(), q.double(), backend="native")
-    # a compiler that fails: the call still returns the right numbers, and the reason is recorded
+    # a compiler that fails: the build runs while deciding, so the failure is a reason, never a silent fallback
     monkeypatch.setattr(native, "_LIBS", {})
     monkeypatch.setattr(native, "_ERRORS", {})
     monkeypatch.setenv("STATTN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(native, "_FLAGS", native._FLAGS + ["-DTHIS_BUILD_MUST_FAIL", "-Werror=nonexistent-flag"])
     q, k, v = make_inputs(1, 3, 4, 3, 5, seed=14)
-    out = stattn.temporal_attention(q, k, v, backend="native")
-    assert_close(temporal_attention_reference(q, k, v), out)
+    with pytest.raises(ValueError, match="backend 'native' cannot run this call: .*failed to build"):
+        stattn.temporal_attention(q, k, v, backend="native")
     assert any("failed to build" in r for r in native.reasons(q))
-    assert _dispatch.choose_backend("temporal_attention", q, None) == "reference"
+    assert _dispatch.choose_backend("temporal_attention", q, None) == "reference"  # automatic: decided up front
+    assert_close(temporal_attention_reference(q, k, v), stattn.temporal_attention(q, k, v))
+    with pytest.raises(RuntimeError, match="not built"):  # the op runs what it was given, or says why not
+        torch.ops.stattn.temporal_attention(q, k, v, 0.5, -1, False, [], "native")
 
 
 def test_build_is_cached(tmp_path, monkeypatch):

@@ -6,8 +6,10 @@ cache. It is compiled once per (heads, head dim), the way Triton specialises a k
 into ``$STATTN_CACHE_DIR`` (default ``~/.cache/stattn``), atomically, and loaded with ctypes (calls
 release the GIL). Built with ``-fopenmp``, the kernel binds to the OpenMP runtime torch already loaded
 (same soname), so its loops run on torch's threads and honour ``torch.set_num_threads``; a compiler
-without OpenMP gets a serial build. No compiler, or a failed build, means the reference runs instead
-(``reasons()`` says why; so does ``python -m stattn.info``).
+without OpenMP gets a serial build. The build happens while the dispatcher decides (``BACKEND.reasons``),
+so no compiler, or a failed build, is a refusal reason like any other: an automatic call goes to the
+next backend, a call that asked for ``backend="native"`` raises it, and ``python -m stattn.info``
+prints it. A chosen native call never runs something else.
 
 Forward only, float32 only: the backward of this backend is the reference's closed form.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from .._backend import Backend
 from .._compile import constant_result
 
 _SOURCE = Path(__file__).with_name("kernels.c")
@@ -111,28 +114,58 @@ def _library(heads: int, head_dim: int) -> ctypes.CDLL | None:
             if key not in _LIBS:
                 try:
                     _LIBS[key] = _build(heads, head_dim)
-                except Exception as exc:  # noqa: BLE001 - any failure means: use the reference
+                except Exception as exc:  # noqa: BLE001 - any failure is a refusal reason (build_error)
                     _ERRORS[key] = f"{type(exc).__name__}: {exc}"
                     _LIBS[key] = None
     return _LIBS[key]
 
 
-def reasons(q: torch.Tensor) -> list[str]:
-    """Every reason the native backend cannot run a call with tensors like ``q`` `[B, F, N, H, D]`."""
-    out = []
+@constant_result
+def build_error(heads: int, head_dim: int) -> str | None:
+    """Why the kernel for (heads, head dim) cannot be loaded here, or None once it is (built once, cached)."""
     if compiler() is None:
-        out.append("no C compiler found (set CC, or install gcc/clang)")
-    if q.device.type != "cpu":
-        out.append(f"tensors are on {q.device.type}, the native backend is CPU-only")
-    if q.dtype != torch.float32:
-        out.append(f"dtype {q.dtype} is not float32")
-    heads, head_dim = q.shape[-2], q.shape[-1]
-    if heads * head_dim > MAX_CHANNELS:
-        out.append(f"H * D = {heads * head_dim} > {MAX_CHANNELS}")
-    err = _ERRORS.get((heads, head_dim))
-    if err:
-        out.append(f"the kernel for H={heads}, D={head_dim} failed to build: {err}")
-    return out
+        return "no C compiler found (set CC, or install gcc/clang)"
+    if _library(heads, head_dim) is None:
+        return f"the kernel for H={heads}, D={head_dim} failed to build: {_ERRORS[(heads, head_dim)]}"
+    return None
+
+
+class _NativeBackend(Backend):
+    """C forward kernels for float32 CPU tensors; the backward is the reference's closed form."""
+
+    name = "native"
+    ops = frozenset({"temporal_attention", "grouped_attention"})
+
+    def refusals(self, op, q, *inputs, automatic=False, **meta):
+        out = []
+        if q.device.type != "cpu":
+            out.append(f"tensors are on {q.device.type}, the native backend is CPU-only")
+        if q.dtype != torch.float32:
+            out.append(f"dtype {q.dtype} is not float32")
+        heads, head_dim = q.shape[-2], q.shape[-1]
+        if heads * head_dim > MAX_CHANNELS:
+            out.append(f"H * D = {heads * head_dim} > {MAX_CHANNELS}")
+        if not out or compiler() is None:  # build only for a call it could run: the failure is then a reason
+            err = build_error(heads, head_dim)
+            if err:
+                out.append(err)
+        return out
+
+    def _table(self):
+        from ..reference import grouped_attention_backward_reference, temporal_attention_backward_reference
+
+        return {
+            "temporal_attention": (temporal_attention_fwd, temporal_attention_backward_reference),
+            "grouped_attention": (grouped_attention_fwd, grouped_attention_backward_reference),
+        }
+
+
+BACKEND = _NativeBackend()
+
+
+def reasons(q: torch.Tensor) -> list[str]:
+    """Every reason the native backend cannot run an attention call with tensors like ``q`` `[B, F, N, H, D]`."""
+    return BACKEND.reasons("temporal_attention", q)
 
 
 def _token_contiguous(t: torch.Tensor) -> torch.Tensor:
@@ -169,30 +202,33 @@ def _group_tables(group_index: tuple[int, ...], group_sizes: tuple[int, ...]):
     return torch.tensor(group_index, dtype=torch.int64), torch.cumsum(sizes, 0) - sizes, sizes
 
 
-def temporal_attention_fwd(q, k, v, scale, window, causal, query_frames) -> torch.Tensor | None:
-    """Native forward, or None if the kernel cannot be built here (the caller falls back)."""
+def _loaded(heads: int, head_dim: int) -> ctypes.CDLL:
+    lib = _LIBS.get((heads, head_dim))
+    if lib is None:  # the dispatcher builds it before choosing this backend
+        raise RuntimeError(f"stattn native kernel for H={heads}, D={head_dim} is not built: {build_error(heads, head_dim)}")
+    return lib
+
+
+def temporal_attention_fwd(q, k, v, scale, window, causal, query_frames) -> torch.Tensor:
+    """Native forward `[B, Fq, N, H, D]` (the backend's reasons have built the kernel)."""
     B, F, N, H, D = q.shape
-    lib = _library(H, D)
-    if lib is None:
-        return None
+    lib = _loaded(H, D)
     q, k, v = (_token_contiguous(t) for t in (q, k, v))
     qf, allowed = _temporal_tables(F, window, causal, None if query_frames is None else tuple(query_frames))
-    out = torch.empty(B, len(qf), N, H, D, dtype=torch.float32)
+    out = torch.empty(B, len(qf), N, H, D, dtype=torch.float32, device="cpu")
     _check(lib.stattn_temporal_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, F, N,
                                    _strides(q), _strides(k), _strides(v), qf.data_ptr(), len(qf),
                                    None if allowed is None else allowed.data_ptr(), scale))  # fmt: skip
     return out
 
 
-def grouped_attention_fwd(q, k, v, group_index, group_sizes, scale) -> torch.Tensor | None:
-    """Native forward, or None if the kernel cannot be built here (the caller falls back)."""
+def grouped_attention_fwd(q, k, v, group_index, group_sizes, scale) -> torch.Tensor:
+    """Native forward `[B, F, N, H, D]` (the backend's reasons have built the kernel)."""
     B, F, N, H, D = q.shape
-    lib = _library(H, D)
-    if lib is None:
-        return None
+    lib = _loaded(H, D)
     q, k, v = (_token_contiguous(t) for t in (q, k, v))
     members, starts, sizes = _group_tables(tuple(group_index), tuple(group_sizes))
-    out = torch.empty(B, F, N, H, D, dtype=torch.float32)
+    out = torch.empty(B, F, N, H, D, dtype=torch.float32, device="cpu")
     _check(lib.stattn_grouped_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, F, N,
                                   _strides(q), _strides(k), _strides(v), members.data_ptr(), starts.data_ptr(),
                                   sizes.data_ptr(), len(group_sizes), max(group_sizes), scale))  # fmt: skip

@@ -1,11 +1,12 @@
 """Launcher of the fused block kernel (``_block_kernel.py``): member tables, tile sizes, the launch.
 
-    fused_block_fwd(x, weights, kind="temporal", window=None, causal=False, groups=None, num_heads=8,
+    fused_block_fwd(x, weights, kind, window=None, causal=False, groups=None, num_heads=8,
                     eps=(1e-6, 1e-6)) -> y
 
-``x`` is `[B, F, N, C]` (temporal or grouped) or `[B, N, C]` (grouped); ``weights`` is a
-:class:`BlockWeights` in x's dtype. The caller (``stattn.nn.fused``) checks eligibility; this module
-only asserts what would otherwise fault inside the kernel.
+The Triton implementation of the ``local_block`` op: ``x`` is `[B, F, N, C]` (temporal or grouped)
+or `[B, N, C]` (grouped); ``weights`` a :class:`~stattn.ops.BlockWeights` in x's dtype. The op
+validates the call and the backend's reasons check its limits; this module only asserts what would
+otherwise fault inside the kernel.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import NamedTuple
 import torch
 import triton
 
-from .._dispatch import FUSED_MAX_CHANNELS, FUSED_MAX_MEMBERS
+from ..reference import BlockWeights
+from . import BLOCK_MAX_CHANNELS, MAX_ROWS
 from ._block_kernel import _block_fwd_kernel
 
 __all__ = ["BlockWeights", "fused_block_fwd", "block_config", "block_configs", "BlockConfig"]
@@ -26,23 +28,6 @@ LOG2E = 1.4426950408889634
 #: tiles ptxas compiles for sm_90a without spills (python -m stattn.ops.triton._compile_check).
 _ROWS = {(False, False): 64, (False, True): 64, (True, False): 32, (True, True): 16}
 _MIN_DOT = 16  # tl.dot needs every dimension >= 16
-
-
-class BlockWeights(NamedTuple):
-    """The parameters of a pre-norm block, in the layout of ``nn.Linear`` / ``nn.LayerNorm``."""
-
-    ln1_w: torch.Tensor  # [C]
-    ln1_b: torch.Tensor  # [C]
-    qkv_w: torch.Tensor  # [3C, C]
-    qkv_b: torch.Tensor | None  # [3C]
-    proj_w: torch.Tensor  # [C, C]
-    proj_b: torch.Tensor  # [C]
-    ln2_w: torch.Tensor  # [C]
-    ln2_b: torch.Tensor  # [C]
-    fc1_w: torch.Tensor  # [HID, C]
-    fc1_b: torch.Tensor  # [HID]
-    fc2_w: torch.Tensor  # [C, HID]
-    fc2_b: torch.Tensor  # [C]
 
 
 class BlockConfig(NamedTuple):
@@ -98,7 +83,6 @@ def fused_block_fwd(
     x: torch.Tensor,
     weights: BlockWeights,
     kind: str = "temporal",
-    *,
     window: int | None = None,
     causal: bool = False,
     groups: tuple[tuple[int, ...], ...] | None = None,
@@ -119,10 +103,8 @@ def fused_block_fwd(
     frames = x.shape[1] if kind == "temporal" else 1
     tokens = x.shape[-2]
     members = frames if kind == "temporal" else max(len(g) for g in groups)
-    if members > FUSED_MAX_MEMBERS or c > FUSED_MAX_CHANNELS:
-        raise ValueError(
-            f"fused block: {members} members / {c} channels exceed {FUSED_MAX_MEMBERS} / {FUSED_MAX_CHANNELS}"
-        )
+    if members > MAX_ROWS or c > BLOCK_MAX_CHANNELS:
+        raise ValueError(f"fused block: {members} members / {c} channels exceed {MAX_ROWS} / {BLOCK_MAX_CHANNELS}")
     cfg = block_config(members, c, head_dim, hidden, fp32=x.dtype == torch.float32)
     table, inner, g, outer_stride, inner_stride = _tables(kind, frames, tokens, groups, cfg.BLOCK_M, x.device)
     outer = x.numel() // (c * outer_stride) if x.numel() else 0
@@ -133,7 +115,7 @@ def fused_block_fwd(
     # allowed member distances m_i - m_j in [lo, win]: grouped and window=None allow every pair
     win = min(int(window), members) if (kind == "temporal" and window is not None) else members
     lo = 0 if (kind == "temporal" and causal) else -win
-    w = weights
+    w = BlockWeights(*(None if t is None else t.contiguous() for t in weights))  # the kernel indexes rows
     qkv_b = w.qkv_b if w.qkv_b is not None else w.qkv_w  # a dummy pointer; HAS_QKV_BIAS=False never reads it
     grid = (triton.cdiv(s, cfg.BLOCK_S),)
     _block_fwd_kernel[grid](

@@ -13,6 +13,7 @@ from typing import NamedTuple, Sequence
 import torch
 import triton
 
+from . import MAX_HEAD_DIM, MAX_ROWS, MAX_TOKENS
 from ._kernels import _local_attn_bwd_kernel, _local_attn_fwd_kernel
 
 __all__ = [
@@ -23,13 +24,9 @@ __all__ = [
     "KernelConfig",
     "kernel_config",
     "kernel_configs",
-    "MAX_ROWS",
 ]
 
 LOG2E = 1.4426950408889634
-#: Longest sequence the register tiles are sized for: frames (temporal) or members of one group.
-MAX_ROWS = 64
-MAX_HEAD_DIM = 128
 #: Channels (heads x padded head dim) of one head block; more heads are looped over in the kernel.
 _HEAD_BLOCK_CHANNELS = 32
 #: Smallest row and head-dim blocks: F, groups or D below 4 are padded (a toy case; it keeps the
@@ -98,6 +95,8 @@ def _check(op: str, q, k, v, grad=None) -> None:
         raise ValueError(f"{op}: q, k, v must share dtype and device")
     if q.shape[-1] > MAX_HEAD_DIM:
         raise ValueError(f"{op}: head dim {q.shape[-1]} > {MAX_HEAD_DIM}")
+    if q.shape[2] > MAX_TOKENS:
+        raise ValueError(f"{op}: {q.shape[2]} tokens per frame > {MAX_TOKENS}")
     if grad is not None and grad.device != q.device:
         raise ValueError(f"{op}: grad is on {grad.device} but q is on {q.device}")
 

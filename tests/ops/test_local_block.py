@@ -1,0 +1,157 @@
+"""The local_block op, the backend registry it shares with the attention ops, and the eager fast path."""
+import copy
+
+import pytest
+import torch
+
+import stattn
+from stattn import ops
+from stattn.nn import LocalAwarenessBlock
+from stattn.nn.fused import block_weights, op_meta
+from stattn.ops import _dispatch, _library
+from stattn.skeletons import POSETRACK
+from stattn.testing import assert_close, make_inputs
+
+from ..nn.helpers import randomize
+
+UNEQUAL = ((0, 4, 9), (1,), (2, 3, 5, 6, 7, 8, 10, 11, 12))
+CASES = [  # (kind, x shape, block kwargs)
+    ("temporal", (2, 3, 5, 32), {}),
+    ("temporal", (2, 5, 3, 24), {"num_heads": 3, "window": 1, "causal": True, "qkv_bias": False}),
+    ("grouped", (2, 2, 17, 32), {"groups": POSETRACK}),
+    ("grouped", (3, 13, 16), {"groups": UNEQUAL, "num_heads": 2, "mlp_ratio": 3.0}),
+]
+
+
+def _block(shape, kind, seed=0, **kw):
+    return randomize(LocalAwarenessBlock(shape[-1], kind, fused=False, **kw), seed).eval()
+
+
+def _x(shape, seed=1, dtype=torch.float64):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("kind,shape,kw", CASES)
+def test_reference_is_the_unfused_block(kind, shape, kw):
+    """The op's reference computes what the layer's modules compute, values and gradients."""
+    blk = _block(shape, kind, **kw).double()
+    x = _x(shape).requires_grad_()
+    ref = blk(x)
+    out = ops.local_block(x, block_weights(blk), backend="reference", **op_meta(blk))
+    assert_close(ref, out, 1e-12)
+    g = _x(shape, seed=2)
+    params = list(blk.parameters())
+    want = torch.autograd.grad(ref, [x, *params], g)
+    got = torch.autograd.grad(out, [x, *params], g)
+    for i, (a, b) in enumerate(zip(want, got)):
+        assert_close(a, b, 1e-12, name=f"gradient {i}")
+
+
+def test_cpu_default_is_the_reference_and_native_says_why_not(monkeypatch):
+    monkeypatch.delenv("STATTN_BACKEND", raising=False)
+    blk = _block((1, 3, 5, 32), "temporal")
+    x = _x((1, 3, 5, 32), dtype=torch.float32)
+    assert ops.which_backend("local_block", x, block_weights(blk), **op_meta(blk)) == "reference"
+    with pytest.raises(ValueError, match="backend 'native' cannot run this call: the native backend does not implement"):
+        ops.local_block(x, block_weights(blk), backend="native", **op_meta(blk))
+    reasons = ops.backend_reasons("local_block", x, block_weights(blk), **op_meta(blk))
+    assert reasons["reference"] == [] and reasons["native"] == ["the native backend does not implement local_block"]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"kind": "spatial"}, "kind must be 'temporal' or 'grouped'"),
+        ({"kind": "grouped", "groups": None}, "needs groups"),
+        ({"num_heads": 5}, "num_heads must be a positive int dividing"),
+        ({"window": -1}, "window must be a non-negative int"),
+        ({"eps": (1e-6,)}, "eps must be two"),
+    ],
+)
+def test_bad_arguments_name_the_problem(change, message):
+    blk = _block((1, 3, 5, 32), "temporal")
+    meta = {**op_meta(blk), **change}
+    with pytest.raises(ValueError, match=message):
+        ops.local_block(_x((1, 3, 5, 32), dtype=torch.float32), block_weights(blk), **meta)
+
+
+def test_bad_weights_name_the_weight():
+    blk = _block((1, 3, 5, 32), "temporal")
+    x = _x((1, 3, 5, 32), dtype=torch.float32)
+    w = block_weights(blk)
+    with pytest.raises(ValueError, match=r"weight proj_w must be \[32, 32\]"):
+        ops.local_block(x, w._replace(proj_w=w.proj_w[:, :16]), **op_meta(blk))
+    with pytest.raises(ValueError, match="parameter fc2_b is torch.float64"):
+        ops.local_block(x, w._replace(fc2_b=w.fc2_b.double()), **op_meta(blk))
+    with pytest.raises(ValueError, match="weights must hold 12 tensors"):
+        ops.local_block(x, tuple(w)[:11], **op_meta(blk))
+
+
+def test_unknown_backend_variable_reaches_blocks_too(monkeypatch):
+    monkeypatch.setenv("STATTN_BACKEND", "garbage")
+    blk = _block((1, 3, 5, 32), "temporal")
+    with pytest.raises(ValueError, match="STATTN_BACKEND"):
+        ops.local_block(_x((1, 3, 5, 32), dtype=torch.float32), block_weights(blk), **op_meta(blk))
+
+
+# ------------------------------------------------------------------------- the eager fast path
+def test_eager_inference_skips_the_registered_op_and_autograd_keeps_it(monkeypatch):
+    """Without autograd the chosen implementation is called directly (same numbers); with autograd,
+    torch.compile or export the registered op stays."""
+    q, k, v = make_inputs(1, 3, 17, 8, 4, seed=3)
+    with torch.no_grad():
+        fast_t = stattn.temporal_attention(q, k, v, window=1)
+        fast_g = stattn.grouped_attention(q, k, v, POSETRACK)
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    slow_t = stattn.temporal_attention(*leaves, window=1)
+    slow_g = stattn.grouped_attention(*leaves, POSETRACK)
+    assert torch.equal(fast_t, slow_t.detach()) and torch.equal(fast_g, slow_g.detach())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the registered op was called")
+
+    monkeypatch.setattr(_library, "temporal_attention_op", refuse)
+    monkeypatch.setattr(_library, "grouped_attention_op", refuse)
+    stattn.temporal_attention(q, k, v)  # no input needs a gradient: the op is not needed
+    stattn.grouped_attention(q, k, v, POSETRACK)
+    with pytest.raises(AssertionError, match="registered op"):
+        stattn.temporal_attention(*leaves)
+
+
+def test_layer_groups_are_validated_once():
+    """A layer passes the same tuple every call: its partition is checked once and cached."""
+    q, k, v = make_inputs(1, 2, 13, 2, 4, seed=4)
+    before = ops._flat_partition.cache_info().hits
+    for _ in range(3):
+        stattn.grouped_attention(q, k, v, UNEQUAL)
+    assert ops._flat_partition.cache_info().hits >= before + 2
+    with pytest.raises(ValueError, match="groups"):
+        stattn.grouped_attention(q, k, v, ((0, 1),))  # an invalid tuple still gets its error every time
+    with pytest.raises(ValueError, match="groups"):
+        stattn.grouped_attention(q, k, v, ((0, 1),))
+
+
+def test_registry_lists_every_backend_once_in_preference_order():
+    assert [b.name for b in _dispatch.REGISTRY] == ["triton", "native", "reference"] == list(ops.BACKENDS)
+    for backend in _dispatch.REGISTRY[1:]:  # the Triton table imports Triton: the interpreter tests cover it
+        assert backend.ops <= _dispatch.REGISTRY[-1].ops  # the reference implements every op
+        assert set(backend.table) == backend.ops and all(callable(fwd) for fwd, _ in backend.table.values())
+
+
+@pytest.mark.interpreter
+@pytest.mark.skipif(not _dispatch.interpreter_enabled(), reason="needs TRITON_INTERPRET=1 (conftest, no CUDA)")
+@pytest.mark.parametrize("kind,shape,kw", [CASES[1], CASES[3]])
+def test_triton_local_block_matches_the_reference_with_gradients(kind, shape, kw):
+    """The whole-block kernel is the op's Triton implementation; its gradients recompute the reference."""
+    blk = _block(shape, kind, seed=5, **kw)
+    ref_blk = copy.deepcopy(blk).double()
+    x = _x(shape, seed=6)
+    want = ops.local_block(x.requires_grad_(), block_weights(ref_blk), backend="reference", **op_meta(ref_blk))
+    xf = x.detach().float().requires_grad_()
+    out = ops.local_block(xf, block_weights(blk), backend="triton", **op_meta(blk))
+    assert_close(want, out)
+    g = _x(shape, seed=7)
+    dx_ref, dw_ref = torch.autograd.grad(want, [x, ref_blk.mlp.fc1.weight], g)
+    dx, dw = torch.autograd.grad(out, [xf, blk.mlp.fc1.weight], g.float())
+    assert_close(dx_ref, dx, name="dx")
+    assert_close(dw_ref, dw, name="dfc1")
