@@ -1,5 +1,6 @@
-"""Reading checkpoint files (examples/dsta/backbone_weights.py): both torch formats, numpy metadata
-pickled under numpy 1.x and 2.x names, refusals, and the architecture hints a checkpoint carries.
+"""Reading checkpoint files (examples/dsta/checkpoint_files.py): both torch formats, numpy metadata
+pickled under numpy 1.x and 2.x names, refusals; and the architecture hints a checkpoint carries
+(examples/dsta/backbone_weights.py).
 
 Every file is written here: the zip format (torch's default) and the legacy one
 (``_use_new_zipfile_serialization=False``, which mmpose's publishing tool has used); numpy 1.x names
@@ -12,8 +13,9 @@ import types
 import numpy as np
 import pytest
 import torch
-from dsta.backbone_weights import architecture_hints, export_state_dict, load_checkpoint
+from dsta.backbone_weights import architecture_hints, export_state_dict
 from dsta.backbones import build_backbone, load_backbone_weights
+from dsta.checkpoint_files import load_checkpoint
 
 FORMATS = {"zip": True, "legacy": False}  # -> _use_new_zipfile_serialization
 
