@@ -5,11 +5,12 @@ published definition with `torch.nn.functional` only, fed random weights in the 
 Small crops (64 x 48) keep the ResNet-50 cheap on a CPU.
 """
 import pickle
+import warnings
 
 import pytest
 import torch
 from dsta import engine, evaluate, official, pipeline
-from dsta.model import DSTA
+from dsta.model import DSTA, build_model
 
 from . import official_oracle as oracle
 
@@ -168,3 +169,63 @@ def test_unusable_files_are_one_sentence_and_exit_2(tmp_path, release_file, kind
         assert exit_.value.code == 2
     with pytest.raises(pipeline.InferenceError):
         pipeline.load_model(path, device="cpu")
+
+
+# ------------------------------------------------------------------------------- the official protocol
+PAPER_CONFIGS = sorted(official.CONFIG.parent.glob("posetrack*.yaml"))
+
+
+def _lrs_of_the_authors_trainer(lr=5e-5, milestones=(10, 15), gamma=0.1, epochs=20) -> list[float]:
+    """Per-epoch learning rates of the authors' trainer: their config's MultiStepLR, and after training
+    0-based epoch `epoch` a call of `scheduler.step(epoch)` (the deprecated closed-form path)."""
+    opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma)
+    out = []
+    for epoch in range(epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # step(epoch) is deprecated; the authors' torch 1.10 took it
+            sched.step(epoch)
+    return out
+
+
+def _lrs_of_train_py(cfg: dict) -> list[float]:
+    """What train.py does with a config: MultiStepLR(train.milestones, train.gamma), step() after each epoch."""
+    t = cfg["train"]
+    opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=float(t["lr"]))
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(m) for m in t["milestones"]], float(t["gamma"]))
+    out = []
+    for _ in range(int(t["epochs"])):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_the_authors_schedule_is_11_5_4_epochs():
+    assert _lrs_of_the_authors_trainer() == pytest.approx([5e-5] * 11 + [5e-6] * 5 + [5e-7] * 4, rel=1e-9)
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_paper_configs_follow_the_official_protocol(path):
+    cfg = engine.load_config(path)
+    assert _lrs_of_train_py(cfg) == pytest.approx(_lrs_of_the_authors_trainer(), rel=1e-9)
+    assert cfg["drop_path_granularity"] == "sequence"  # the official per-(person, joint / group) draws
+    text = path.read_text()
+    assert "evaluate.py --checkpoint" in text and "best.pt --split" not in text  # the final weights are reported
+
+
+def test_paper_granularity_reaches_every_block():
+    cfg = {**engine.load_config(official.CONFIG), "backbone": "tiny", "input_size": [64, 48], "pretrained": None}
+    std = build_model(cfg).std
+    assert all(b.drop_path.granularity == "sequence" and b.drop_path.group_of is None for b in std.temporal_blocks)
+    assert all(b.drop_path.granularity == "sequence" for b in std.spatial_blocks)
+    assert std.spatial_blocks[3].drop_path.group_of.tolist() == [0, 0, 0, 5, 6, 1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4]
+    assert [b.drop_path.p for b in std.temporal_blocks] == pytest.approx([0.0, 0.1 / 3, 0.2 / 3, 0.1])
+
+
+def test_readme_paper_commands_evaluate_the_final_weights():
+    text = (official.CONFIG.parent.parent / "README.md").read_text()
+    commands = [line for line in text.splitlines() if "evaluate.py --checkpoint runs/pt" in line]
+    assert commands and all("/last.pt " in line for line in commands)
