@@ -25,6 +25,7 @@ from dsta import posetrack_eval
 from dsta import posetrack_write
 import torch
 from dsta.data import collate_clips
+from dsta.pipeline import InferenceError, load_model  # the example's one model loader (infer_video, export)
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from dsta.transforms import crop_to_image
@@ -95,14 +96,6 @@ def evaluate_split(model, cfg: dict, info: engine.DistInfo, out_dir, *, split: s
             result["boxes"], result["split"], result["num_clips"] = boxes, split, len(clips)
             engine.atomic_write_text(Path(out_dir) / "results.json", json.dumps(engine.jsonable(result), indent=2))
     return engine.broadcast(result, info)
-
-
-def load_model(checkpoint, device, sets=None) -> tuple[torch.nn.Module, dict, dict]:
-    """(model on `device` in eval mode, config, checkpoint) from a training checkpoint; `sets`
-    override config keys (e.g. data paths on another machine)."""
-    ckpt = engine.load_checkpoint(checkpoint)
-    cfg = engine.load_config(None, sets, base=ckpt["config"])
-    return engine.model_from_checkpoint(ckpt, cfg).to(device).eval(), cfg, ckpt
 
 
 def main(argv=None) -> dict | None:
