@@ -138,3 +138,22 @@ def test_help_explains_the_convention():
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "multiply-accumulates" in done.stdout and "--input-size H W" in done.stdout
+
+
+def test_every_option_has_help_and_a_default():
+    """--std-mode, --skeleton and the rest: each option's help says what it does and its default."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "dsta" / "complexity.py"), "--help"],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    options = done.stdout.split("options:", 1)[1].split("examples:", 1)[0]
+    entries = {}  # "--flag" -> its help text, unwrapped
+    for line in options.splitlines():
+        if line.lstrip().startswith("--"):
+            flag = line.split()[0].rstrip(",")
+            entries[flag] = line
+        elif entries and line.strip():
+            entries[flag] += " " + line.strip()
+    assert {"--std-mode", "--skeleton", "--backbone", "--frames", "--json"} <= set(entries)
+    for flag, text in entries.items():
+        assert "default" in text, flag
