@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from dsta import engine, evaluate, official, pipeline
+from dsta import engine, evaluate, export, infer_video, official, pipeline
 from dsta.model import DSTA, build_model
 
 from . import official_oracle as oracle
@@ -102,6 +102,7 @@ def test_release_file_loads_everywhere_and_converts(tmp_path, model, release_fil
     assert ckpt["epoch"] == 20 and ckpt["step"] == 4321 and ckpt["config"]["drop_path_granularity"] == "sequence"
     via_engine = engine.model_from_checkpoint(ckpt, ckpt["config"]).eval()
     via_evaluate, cfg, _ = evaluate.load_model(release_file, torch.device("cpu"))
+    assert export.load_model is infer_video.load_model is pipeline.load_model  # one loader for both CLIs
     via_pipeline = pipeline.load_model(release_file, device="cpu")[0]  # infer_video.py and export.py
     for m in (from_file, via_engine, via_evaluate, via_pipeline):
         with torch.no_grad():
