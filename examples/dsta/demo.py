@@ -1,7 +1,7 @@
 """The main job: DSTA vs the single-frame regression baseline on synthetic videos whose key frames are
 often spoiled while their neighbours are clean, under the paper's protocol, in one command.
 
-    python examples/dsta/demo.py                       # ~10 minutes on 2 CPU cores, writes runs/demo
+    python examples/dsta/demo.py                       # writes runs/demo (its time: the README's first command)
     python examples/dsta/demo.py --out runs/demo2 --seed 1
     python examples/dsta/demo.py --quick               # tiny settings (~1 minute): checks the pipeline only
 

@@ -26,8 +26,8 @@ HERE = Path(__file__).resolve().parent
 __all__ = ["LEVELS", "DATA", "QUICK_DATA", "PRETRAIN", "QUICK_PRETRAIN", "STAGE2_EPOCHS", "PRETRAIN_CONFIG",
            "STAGE2_CONFIG", "ensure_split", "level_data", "pretrain", "stage2_overrides", "split_ap"]  # fmt: skip
 
-#: difficulty level -> generator difficulty; measured rescuable (+-1) share of the val joints about
-#: 3% (people passing each other), 15% and 33% (docs/experiments.md has the measured statistics)
+#: difficulty level -> generator difficulty; the val split's rescuable (+-1) share of the key-frame
+#: joints measures 2.1% (people passing each other), 14.0% and 32.1% (docs/experiments.md)
 LEVELS = {"easy": 0.0, "medium": 0.3, "hard": 1.0}
 DATA = {"train_videos": 160, "val_videos": 40, "frames_per_video": 30, "size": [96, 128], "seed": 0}
 QUICK_DATA = {"train_videos": 4, "val_videos": 2, "frames_per_video": 6, "size": [96, 128], "seed": 0}
