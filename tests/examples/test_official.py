@@ -63,6 +63,21 @@ def test_outputs_equal_the_official_model(model, weights, b):
     assert not torch.allclose(out.coords[:, 3], ref["pred_jts"][:, 3])
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("b", [1, 5])
+def test_outputs_equal_the_official_model_on_cuda(weights, b):
+    """On CUDA in eval mode the STD blocks take the fused whole-block kernel when eligible; the outputs
+    must still be the official ones. TF32 off on both sides: the official model runs in plain fp32."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        model = official.load_official(weights, device="cuda")
+        on_cuda = {k: v.cuda() for k, v in weights.items()}
+        _compare(model, on_cuda, _clip(b, seed=20 + b).cuda(), atol=1e-5)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
 def test_outputs_equal_the_official_model_in_float64():
     # in float64 a single misplaced tensor, row or embedding shows far above rounding
     weights = oracle.random_official_state_dict(seed=1, dtype=torch.float64)
