@@ -18,13 +18,21 @@ An item is one person in one key frame:
 
 All frames of a clip get the key frame's person box and the same affine crop. An image that cannot
 be read is an `ImageError` naming the file; with `on_unreadable="skip"` (default when training) the
-item comes back as None, is counted in `stats["unreadable_images"]`, and `collate_clips` drops it.
-(`stats` counts in the process that loads: with DataLoader workers, sum `meta["substituted"]` and the
-collated `skipped` instead.)
+item comes back as None, is counted in `stats["unreadable_images"]`, and `collate_clips` drops it
+(`load` always raises: wrappers that want the message catch it and return `{"unreadable": message}`,
+which `collate_clips` counts and lists). `stats` counts in the process that loads: with DataLoader
+workers, sum `meta["substituted"]` and the collated `skipped` instead.
+
+Persons that cannot become a clip are dropped when the dataset is built, never silently: crowd
+annotations, persons without a visible joint (training), without a box, with a non-finite, zero-size or
+outside-the-image box; `stats["dropped_persons"]` counts them by reason and `drop_summary()` says it in
+one line (likewise `stats["dropped_detections"]` for unusable detection boxes).
 """
 from __future__ import annotations
 
+import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +99,7 @@ class _Item:
 
 def _keypoint_box(person):
     """PT17 persons have no box: poseval's rule, centre of the joints' extent +- 0.65 x extent."""
-    pts = person.keypoints[person.present, :2]
+    pts = person.keypoints[person.present & np.isfinite(person.keypoints[:, :2]).all(axis=1), :2]
     if len(pts) < 2:
         return None
     lo, hi = pts.min(axis=0), pts.max(axis=0)
@@ -143,28 +151,45 @@ class PoseTrackClips(Dataset):
         self.aspect_ratio = aspect_ratio or self.image_size[0] / self.image_size[1]
         self.enlarge = enlarge
         self.joint_weights = np.asarray(POSETRACK.joint_weights, np.float32)
-        self.stats = {"substituted_frames": 0, "unreadable_images": 0, "unmatched_detections": 0}
+        self.stats = {"substituted_frames": 0, "unreadable_images": 0, "unmatched_detections": 0, "persons": 0,
+                      "dropped_persons": Counter(), "detections": 0, "dropped_detections": Counter()}  # fmt: skip
         self._exists: dict[str, bool] = {}
         self.items = self._gt_items() if detections is None else self._detection_items(detections, score_threshold)
 
     # ---------------------------------------------------------------------------------- items
     def _gt_items(self) -> list[_Item]:
-        items = []
+        items, dropped = [], self.stats["dropped_persons"]
         for vi, v in enumerate(self.videos):
             for fi, fr in enumerate(v.frames):
                 for p in fr.persons:
-                    visible = p.present & (p.keypoints[:, 2] > 0)
-                    if p.iscrowd or (self.train and not visible.any()):
-                        continue
+                    self.stats["persons"] += 1
+                    finite = np.isfinite(p.keypoints[:, :2]).all(axis=1)
+                    visible = p.present & (p.keypoints[:, 2] > 0) & finite
                     box = p.bbox if p.bbox is not None else _keypoint_box(p)
-                    if box is None or box[2] <= 0 or box[3] <= 0:
+                    reason = _box_problem(box, fr.width, fr.height)
+                    if p.iscrowd:
+                        reason = "crowd"
+                    elif self.train and not visible.any():
+                        reason = "no visible joint"
+                    if reason:
+                        dropped[reason] += 1
                         continue
                     if fr.width and fr.height:
                         box = _clip_box(box, fr.width, fr.height)
-                        if box is None:
-                            continue
-                    items.append(_Item(vi, fi, tuple(float(b) for b in box), p.keypoints, visible, 1.0, p.track_id))
+                    kp = np.where(finite[:, None], p.keypoints, 0.0)
+                    items.append(_Item(vi, fi, tuple(float(b) for b in box), kp, visible, 1.0, p.track_id))
         return items
+
+    def drop_summary(self) -> str:
+        """One line on the persons (and detections) that could not become clips; "" when none."""
+        out = []
+        for what, total, dropped in (("persons", "persons", "dropped_persons"),
+                                     ("detection boxes", "detections", "dropped_detections")):  # fmt: skip
+            n = sum(self.stats[dropped].values())
+            if n:
+                why = ", ".join(f"{c} {r}" for r, c in self.stats[dropped].most_common())
+                out.append(f"dropped {n} of {self.stats[total]} {what} ({why})")
+        return "; ".join(out)
 
     def _detection_items(self, detections, threshold) -> list[_Item]:
         by_id, by_name = {}, {}
@@ -177,15 +202,19 @@ class PoseTrackClips(Dataset):
         for det in detections:
             if not det["score"] >= threshold:
                 continue
+            self.stats["detections"] += 1
             loc = by_id.get(det.get("image_id")) or by_name.get(det.get("image_name", "")) or by_name.get(
                 _short(det.get("image_name", ""))
             )
             if loc is None:
                 self.stats["unmatched_detections"] += 1
                 continue
-            if det["bbox"][2] > 0 and det["bbox"][3] > 0:
-                box = tuple(float(b) for b in det["bbox"])
-                items.append(_Item(loc[0], loc[1], box, None, none, float(det["score"]), None))
+            reason = _box_problem(det["bbox"], None, None)
+            if reason:
+                self.stats["dropped_detections"][reason] += 1
+                continue
+            box = tuple(float(b) for b in det["bbox"])
+            items.append(_Item(loc[0], loc[1], box, None, none, float(det["score"]), None))
         items.sort(key=lambda it: (it.video, it.frame))  # stable: detection order inside a frame
         return items
 
@@ -217,17 +246,21 @@ class PoseTrackClips(Dataset):
 
     # ---------------------------------------------------------------------------------- items
     def __getitem__(self, idx: int):
-        it = self.items[idx]
-        v = self.videos[it.video]
-        fr = v.frames[it.frame]
-        files, key_index, substituted = self.clip_files(v, it.frame)
         try:
-            decoded = {name: read_image(self.root / name) for name in dict.fromkeys(files)}
+            return self.load(idx)
         except ImageError:
             if self.on_unreadable == "raise":
                 raise
             self.stats["unreadable_images"] += 1
             return None
+
+    def load(self, idx: int) -> dict:
+        """Item `idx` (see the module doc); an unreadable image raises `ImageError` whatever `on_unreadable`."""
+        it = self.items[idx]
+        v = self.videos[it.video]
+        fr = v.frames[it.frame]
+        files, key_index, substituted = self.clip_files(v, it.frame)
+        decoded = {name: read_image(self.root / name) for name in dict.fromkeys(files)}
         self.stats["substituted_frames"] += substituted
         h_img, w_img = decoded[files[key_index]].shape[:2]
         box = it.bbox
@@ -257,21 +290,38 @@ class PoseTrackClips(Dataset):
                 "target_weight": torch.from_numpy(weight), "meta": meta}  # fmt: skip
 
 
+def _box_problem(box, width, height) -> str | None:
+    """Why `box` (x, y, w, h) cannot give a crop in a `width` x `height` image (size unknown: None), or None."""
+    if box is None:
+        return "no box (fewer than 2 joints)"
+    if not all(math.isfinite(float(b)) for b in box):
+        return "non-finite box"
+    if box[2] <= 0 or box[3] <= 0:
+        return "zero-size box"
+    if width and height and _clip_box(box, width, height) is None:
+        return "box outside the image"
+    return None
+
+
 def _short(name: str) -> str:
     """`seq_folder/frame.jpg`: matches detections whose image_name uses another root prefix."""
     return "/".join(Path(name).parts[-2:]) if name else ""
 
 
 def collate_clips(batch):
-    """Stack items, dropping skipped (None) ones.
+    """Stack items, dropping skipped ones (None, or `{"unreadable": message}`).
 
     Returns:
         dict with `frames` `[B, T, 3, H, W]`, `target` `[B, 17, 2]`, `target_weight` `[B, 17]`,
-        `key_index` (int, shared), `meta` (list of B dicts), `skipped` (int); None if all were skipped.
+        `key_index` (int, shared), `meta` (list of B dicts), `skipped` (int) and `unreadable` (the
+        messages of the skipped items that carry one). When every item was skipped: `meta` is empty
+        and the tensors and `key_index` are None.
     """
-    items = [b for b in batch if b is not None]
+    items = [b for b in batch if b is not None and "unreadable" not in b]
+    unreadable = [b["unreadable"] for b in batch if b is not None and "unreadable" in b]
     if not items:
-        return None
+        return {"frames": None, "target": None, "target_weight": None, "key_index": None, "meta": [],
+                "skipped": len(batch), "unreadable": unreadable}  # fmt: skip
     keys = {b["key_index"] for b in items}
     if len(keys) != 1:
         raise ValueError(f"items with different key positions {sorted(keys)} cannot share a batch")
@@ -282,4 +332,5 @@ def collate_clips(batch):
         "key_index": keys.pop(),
         "meta": [b["meta"] for b in items],
         "skipped": len(batch) - len(items),
+        "unreadable": unreadable,
     }

@@ -23,13 +23,13 @@ from dsta import posetrack_io as pio
 import torch
 import torch.distributed as dist
 import yaml
-from dsta.data import PoseTrackClips
+from dsta.data import ImageError, PoseTrackClips
 from dsta.model import MODEL_DEFAULTS, build_model
 from torch.utils.data import Dataset, Sampler
 from dsta.transforms import AugmentConfig
 
 __all__ = ["DEFAULTS", "load_config", "apply_overrides", "DistInfo", "init_distributed", "cleanup_distributed",
-           "seed_everything", "get_rng_state", "set_rng_state", "EpochSampler", "ShardSampler", "SeededClips",
+           "seed_everything", "get_rng_state", "set_rng_state", "ConfigError", "EpochSampler", "ShardSampler", "SeededClips",
            "IndexedClips", "make_clips", "save_checkpoint", "load_checkpoint", "write_metrics", "atomic_write_text",
            "amp_settings", "NonFiniteLossError", "read_checkpoint", "CheckpointError"]  # fmt: skip
 
@@ -80,6 +80,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: one sentence naming the file or tensor and the problem."""
 
 
+class ConfigError(KeyError, ValueError):
+    """A config the user must fix (unknown key, malformed --set, unreadable YAML, a split without data);
+    a KeyError for unknown keys and a ValueError otherwise, as before; the message is one sentence."""
+
+    def __str__(self) -> str:  # KeyError would quote it
+        return str(self.args[0]) if self.args else ""
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the step and the value."""
 
@@ -98,10 +106,10 @@ def _parse_value(text: str):
 def _check_keys(cfg: dict, ref: dict, where: str = "") -> None:
     for key, value in cfg.items():
         if key not in ref:
-            raise KeyError(f"unknown config key {where + key!r}; known: {', '.join(sorted(ref))}")
+            raise ConfigError(f"unknown config key {where + key!r}; known: {', '.join(sorted(ref))}")
         if isinstance(ref[key], dict) and ref[key] and key != "loss":
             if not isinstance(value, dict):
-                raise ValueError(f"config key {where + key!r} must be a mapping, got {value!r}")
+                raise ConfigError(f"config key {where + key!r} must be a mapping, got {value!r}")
             _check_keys(value, ref[key], f"{where}{key}.")
 
 
@@ -121,15 +129,18 @@ def apply_overrides(cfg: dict, sets) -> dict:
     for item in sets or ():
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         parts, node, ref = key.strip().split("."), cfg, DEFAULTS
         for p in parts[:-1]:
             if p not in ref or not isinstance(ref[p], dict):
-                raise KeyError(f"unknown config section {p!r} in --set {item!r}")
+                raise ConfigError(f"unknown config section {p!r} in --set {item!r}")
             node, ref = node.setdefault(p, {}), ref[p]
         if parts[-1] not in ref and not (len(parts) > 1 and parts[-2] in ("loss", "backbone_kwargs", "augment")):
-            raise KeyError(f"unknown config key {key!r} in --set {item!r}; known: {', '.join(sorted(ref))}")
-        node[parts[-1]] = _parse_value(text)
+            raise ConfigError(f"unknown config key {key!r} in --set {item!r}; known: {', '.join(sorted(ref))}")
+        try:
+            node[parts[-1]] = _parse_value(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return cfg
 
 
@@ -137,10 +148,15 @@ def load_config(path=None, sets=None, base: dict | None = None) -> dict:
     """DEFAULTS <- `base` (e.g. a checkpoint's config) <- the YAML file <- `sets`, checked."""
     cfg = _merge(DEFAULTS, base or {})
     if path is not None:
-        with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ConfigError(f"config {path}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config must be a mapping")
+            raise ConfigError(f"{path}: a config must be a mapping")
         _check_keys(loaded, DEFAULTS)
         cfg = _merge(cfg, loaded)
     cfg = apply_overrides(cfg, sets)
@@ -299,7 +315,7 @@ class SeededClips(Dataset):
         epoch, index = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + epoch * 10_007 + index) % 2**63)
-            return self.clips[index]
+            return _load_or_report(self.clips, index)
 
 
 class IndexedClips(Dataset):
@@ -312,33 +328,46 @@ class IndexedClips(Dataset):
         return len(self.clips)
 
     def __getitem__(self, index):
-        item = self.clips[index]
-        if item is not None:
+        item = _load_or_report(self.clips, index)
+        if "unreadable" not in item:
             item["meta"]["index"] = index
         return item
 
 
+def _load_or_report(clips: PoseTrackClips, index: int) -> dict:
+    """The item, or `{"unreadable": message}` when `clips` skip unreadable images (collate_clips drops and
+    counts it); with on_unreadable="raise" the ImageError propagates."""
+    try:
+        return clips.load(index)
+    except ImageError as e:
+        if clips.on_unreadable == "raise":
+            raise
+        clips.stats["unreadable_images"] += 1
+        return {"unreadable": str(e)}
+
+
 def make_clips(cfg: dict, split: str, *, train: bool, boxes: str = "gt", det_file=None, det_thr=None,
                ann=None) -> tuple[PoseTrackClips, list]:  # fmt: skip
-    """The `PoseTrackClips` of a split (annotations `ann` or `cfg["data"][split]`) and its videos."""
+    """The `PoseTrackClips` of a split (annotations `ann` or `cfg["data"][split]`) and its videos.
+    Unreadable images are skipped (training and evaluation alike) and reported by the caller."""
     d = cfg["data"]
     ann = ann or d.get(split)
     if not ann:
-        raise ValueError(f"no annotations for split {split!r}: set data.{split} (config or --set data.{split}=PATH)")
+        raise ConfigError(f"no annotations for split {split!r}: set data.{split} (config or --set data.{split}=PATH)")
     if d["root"] is None:
-        raise ValueError("data.root is not set (the folder the annotations' file names are relative to)")
+        raise ConfigError("data.root is not set (the folder the annotations' file names are relative to)")
     videos = pio.load_annotations(ann)
     detections = None
     if boxes == "detections":
         det_file = det_file or d["det_file"]
         if not det_file:
-            raise ValueError("boxes=detections needs a detection file (--det-file or data.det_file)")
+            raise ConfigError("boxes=detections needs a detection file (--det-file or data.det_file)")
         detections = pio.load_detections(det_file)
     elif boxes != "gt":
         raise ValueError(f"boxes must be 'gt' or 'detections', got {boxes!r}")
     h, w = cfg["input_size"]
     clips = PoseTrackClips(videos, d["root"], offsets=[f for f in cfg["frames"] if f != 0], image_size=(w, h),
-                           train=train, detections=detections, enlarge=float(d["enlarge"]),
+                           train=train, detections=detections, on_unreadable="skip", enlarge=float(d["enlarge"]),
                            score_threshold=float(d["det_thr"] if det_thr is None else det_thr),
                            augment=AugmentConfig(**(d.get("augment") or {})))  # fmt: skip
     return clips, videos

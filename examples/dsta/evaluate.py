@@ -8,7 +8,9 @@
 Predictions follow DSTA's post-processing (dsta_spec.md §4.3): detection boxes with score >= det_thr,
 no NMS, joint score = joint confidence (mean of 1 - sigma) x box score (1 for GT boxes), no flip test.
 Writes OUT/predictions/<one file per GT video>.json (PoseTrack18 layout, every GT frame listed) and
-OUT/results.json (AP columns, per joint, counts), and prints the poseval table.
+OUT/results.json (AP columns, per joint, counts), and prints the poseval table. Clips with an unreadable
+image are skipped and counted ("skipped_clips"), persons without a usable box too ("dropped_persons");
+"notes" says both in words. User errors (config, data, checkpoint) are one sentence and exit code 2.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 from dsta import engine
@@ -23,6 +26,7 @@ from dsta.cli import add_device_argument
 import numpy as np
 from dsta import posetrack_eval
 from dsta import posetrack_write
+from dsta.posetrack_io import AnnotationError
 import torch
 from dsta.data import collate_clips
 from dsta.pipeline import InferenceError, load_model  # the example's one model loader (infer_video, export)
@@ -35,12 +39,13 @@ __all__ = ["predict", "evaluate_split", "load_model", "main"]
 
 @torch.no_grad()
 def predict(model, clips, info: engine.DistInfo, batch_size: int = 64, workers: int = 2, amp=False,
-            progress: bool = True) -> dict:  # fmt: skip
+            progress: bool = True, report: dict | None = None) -> dict:  # fmt: skip
     """Run `model` over `clips` (this rank's shard) and gather everything on rank 0.
 
     Returns:
         on rank 0 `{file_name: [{"keypoints" [17, 2] image pixels, "scores" [17], "score", "bbox"}, ...]}`
-        in dataset order (persons of a frame in box order); `{}` on other ranks.
+        in dataset order (persons of a frame in box order); `{}` on other ranks. `report`, when given, gets
+        (every rank) "skipped" (clips skipped for unreadable images, all ranks) and "unreadable" (messages).
     """
     was_training = model.training
     model.eval()
@@ -49,10 +54,12 @@ def predict(model, clips, info: engine.DistInfo, batch_size: int = 64, workers: 
                         sampler=engine.ShardSampler(len(clips), info.rank, info.world_size), num_workers=workers,
                         pin_memory=info.device.type == "cuda", generator=torch.Generator())  # fmt: skip
     w, h = clips.image_size
-    rows = []
+    rows, skipped, unreadable = [], 0, []
     bar = tqdm(loader, desc="predict", disable=not (progress and info.is_main and sys.stderr.isatty()), leave=False)
     for batch in bar:
-        if batch is None:
+        skipped += batch["skipped"]
+        unreadable += batch["unreadable"][: 5 - len(unreadable)]
+        if not batch["meta"]:
             continue
         with torch.autocast(info.device.type, dtype=dtype, enabled=enabled):
             out = model(batch["frames"].to(info.device, non_blocking=True))
@@ -67,6 +74,10 @@ def predict(model, clips, info: engine.DistInfo, batch_size: int = 64, workers: 
             person = {"keypoints": pixels[i], "scores": conf[i] * box_score, "score": box_score}
             rows.append((m["index"], m["file_name"], person))
     model.train(was_training)
+    if report is not None:
+        parts = engine.all_gather((skipped, unreadable), info)
+        report["skipped"] = sum(n for n, _ in parts)
+        report["unreadable"] = [m for _, ms in parts for m in ms][:5]
     gathered = engine.all_gather(rows, info)
     if not info.is_main:
         return {}
@@ -81,19 +92,30 @@ def evaluate_split(model, cfg: dict, info: engine.DistInfo, out_dir, *, split: s
     """Predict a split, write PoseTrack18 files to `out_dir/predictions`, evaluate them (rank 0).
 
     Returns:
-        (all ranks) the `posetrack_eval.evaluate` result, or None when the split has no GT poses.
+        (all ranks) the `posetrack_eval.evaluate` result, or None when the split has no GT poses; with
+        "skipped_clips", "dropped_persons" and "notes" (what was skipped or dropped, in words).
     """
     clips, videos = engine.make_clips(cfg, split, train=False, boxes=boxes, det_file=det_file, det_thr=det_thr, ann=ann)
     t = cfg["train"]
+    report: dict = {}
     predictions = predict(model, clips, info, batch_size=batch_size or t["val_batch_size"],
-                          workers=cfg["data"]["workers"], amp=t["amp"] if amp is None else amp)  # fmt: skip
+                          workers=cfg["data"]["workers"], amp=t["amp"] if amp is None else amp, report=report)  # fmt: skip
+    notes = [clips.drop_summary()] if clips.drop_summary() else []
+    if report["skipped"]:
+        notes.append(f"skipped {report['skipped']} of {len(clips)} clips with unreadable images "
+                     f"(first: {report['unreadable'][0] if report['unreadable'] else 'unknown'})")  # fmt: skip
     result = None
     if info.is_main:
         pred_dir = Path(out_dir) / "predictions"
         posetrack_write.write_predictions(pred_dir, videos, predictions)
         if any(p.present.any() for v in videos for f in v.frames for p in f.persons):
-            result = posetrack_eval.evaluate(ann or cfg["data"][split], pred_dir)
+            with warnings.catch_warnings():  # they come back in "notes"
+                warnings.simplefilter("ignore", posetrack_eval.EvaluationWarning)
+                result = posetrack_eval.evaluate(ann or cfg["data"][split], pred_dir)
             result["boxes"], result["split"], result["num_clips"] = boxes, split, len(clips)
+            result["skipped_clips"] = report["skipped"]
+            result["dropped_persons"] = sum(clips.stats["dropped_persons"].values())
+            result["notes"] = notes + result.get("warnings", [])
             engine.atomic_write_text(Path(out_dir) / "results.json", json.dumps(engine.jsonable(result), indent=2))
     return engine.broadcast(result, info)
 
@@ -111,7 +133,8 @@ def main(argv=None) -> dict | None:
     p.add_argument("--batch-size", type=int, help="per process (default train.val_batch_size)")
     add_device_argument(p)
     p.add_argument("--amp", choices=("off", "fp16", "bf16"), help="autocast (default: the config's train.amp)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys, e.g. data.root=...")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. data.root=... (may repeat; later values win)")
     args = p.parse_args(argv)
     info = engine.init_distributed(args.device.type)
     try:
@@ -124,6 +147,8 @@ def main(argv=None) -> dict | None:
                                 det_thr=args.det_thr, ann=args.ann, batch_size=args.batch_size,
                                 amp=False if args.amp == "off" else args.amp)  # fmt: skip
         if info.is_main:
+            for line in (result or {}).get("notes", []):
+                print(f"note: {line}", file=sys.stderr)
             if result is None:
                 print(f"predictions written to {Path(args.out) / 'predictions'} (the split has no GT poses: no AP)")
             else:
@@ -134,6 +159,9 @@ def main(argv=None) -> dict | None:
                 total = result["Total"]
                 print(f"Total AP {total:.2f}" if math.isfinite(total) else "Total AP nan")
         return result
+    except (engine.ConfigError, engine.CheckpointError, AnnotationError, InferenceError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     finally:
         engine.cleanup_distributed()
 

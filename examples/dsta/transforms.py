@@ -51,6 +51,8 @@ def affine_matrix(center, scale, rotation: float, output_size, *, flip: bool = F
     M = diag(-1, 1) when `flip` else the identity.
     """
     out_w, out_h = output_size
+    if not 0 < float(scale[0]) < np.inf or not np.isfinite(np.asarray(center, np.float64)).all():
+        raise ValueError(f"a crop needs a positive scale and a finite centre, got scale {scale}, centre {center}")
     s = out_w / (float(scale[0]) * PIXEL_STD)
     r = np.deg2rad(rotation)
     cs, sn = np.cos(r), np.sin(r)
@@ -102,7 +104,7 @@ def half_body_box(joints, visible, rng: np.random.Generator, cfg: AugmentConfig,
 
     Upper body when N(0, 1) < 0.5 (about 69 %) and it has > 2 visible joints, else the lower body if
     it has > 2, else the upper. Centre = mean of the chosen joints, size = their extent, aspect-fixed,
-    times `cfg.half_body_enlarge`.
+    times `cfg.half_body_enlarge`. None too when the chosen joints coincide (no extent to crop).
     """
     vis = np.asarray(visible, bool)
     upper = np.zeros(len(vis), bool)
@@ -118,6 +120,8 @@ def half_body_box(joints, visible, rng: np.random.Generator, cfg: AugmentConfig,
         h = w / aspect_ratio
     elif w < aspect_ratio * h:
         w = h * aspect_ratio
+    if not (w > 0 and h > 0):  # coinciding (or non-finite) joints: keep the person's own box
+        return None
     return center, np.array([w, h], dtype=np.float32) / PIXEL_STD * cfg.half_body_enlarge
 
 

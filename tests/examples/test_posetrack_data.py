@@ -308,7 +308,8 @@ def test_unreadable_image_skipped_and_counted_or_raised(clip_root):
     train = dd.PoseTrackClips(videos, root, offsets=(-1, 1), train=True)
     hits = [i for i, it in enumerate(train.items) if it.frame in (0, 1, 2)]  # clips that include frame 1
     batch = dd.collate_clips([train[i] for i in hits])
-    assert batch is None and train.stats["unreadable_images"] == len(hits)
+    assert batch["meta"] == [] and batch["frames"] is None and batch["skipped"] == len(hits)
+    assert train.stats["unreadable_images"] == len(hits)
     other = [i for i, it in enumerate(train.items) if it.frame == 4]
     batch = dd.collate_clips([train[hits[0]], train[other[0]]])
     assert batch["skipped"] == 1 and batch["frames"].shape[0] == 1
