@@ -333,8 +333,12 @@ class Estimate:
         self.model, self.config, self.source, self.people = model, cfg, source, people
         self.enlarge, self.batch_size, self.device, self.weights = enlarge, batch_size, device, weights
         self.unmatched = unmatched  # detections of a file that matched no frame
+        self._used = False
 
     def __iter__(self):
+        if self._used:  # a video is read once; a tracker has moved on
+            raise InferenceError("an Estimate can be iterated only once; call dsta.estimate again")
+        self._used = True
         return run(self.model, self.source, self.people, names=self.source.name, enlarge=self.enlarge,
                    batch_size=self.batch_size, device=self.device)  # fmt: skip
 
@@ -415,7 +419,7 @@ def estimate(video_or_frames, checkpoint=None, *, boxes=None, detector="auto", d
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise InferenceError(f"batch_size must be a positive integer, got {batch_size!r}")
     if model is not None:
-        cfg, weights = dict(config or {}), "given model"
+        cfg, weights = (dict(config) if isinstance(config, dict) else {}), "given model"
         model = model.to(dev).eval()
     else:
         if checkpoint is None and config is None:

@@ -135,3 +135,5 @@ def test_estimate_errors(checkpoint, tmp_path):
     with pytest.warns(UserWarning, match="random weights"):
         est = dsta.estimate(frames[:1], boxes="whole", device="cpu")
     assert len(list(est)) == 1
+    with pytest.raises(InferenceError, match="only once"):
+        list(est)
