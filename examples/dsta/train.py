@@ -408,14 +408,15 @@ class Trainer:
         s, t = self.state, self.t
         epoch = s["epoch"] + 1  # the epoch just finished, 1-based
         loss_sum, loss_count = s["epoch_loss"]
-        skipped, first = s["epoch_skipped"]
-        if loss_count == 0:
+        parts = engine.all_gather((loss_count, *s["epoch_skipped"]), self.info)  # every rank's counts
+        skipped, first = sum(p[1] for p in parts), next((p[2] for p in parts if p[2]), None)
+        if sum(p[0] for p in parts) == 0:
             raise DataError(f"no training clip could be read in epoch {epoch}: all {skipped} clips were skipped "
                             f"(first: {first}); check data.root and the image files")  # fmt: skip
         if skipped:
             self.log(f"epoch {epoch}: skipped {skipped} training clip(s) with unreadable images (first: {first})")
         record = {"epoch": epoch, "step": s["step"], "lr": self.optimizer.param_groups[0]["lr"],
-                  "train_loss": loss_sum / loss_count, "epoch_time_s": round(seconds, 3), "skipped_clips": skipped,
+                  "train_loss": loss_sum / max(loss_count, 1), "epoch_time_s": round(seconds, 3), "skipped_clips": skipped,
                   "dropped_persons": sum(self.clips.stats["dropped_persons"].values())}  # fmt: skip
         self.scheduler.step()
         s.update(epoch=epoch, epoch_step=0, epoch_sample=0, epoch_loss=[0.0, 0], epoch_skipped=[0, None],
