@@ -108,21 +108,23 @@ def _gt_boxes(ann_file: Path, max_frames: int, scale: float = 1.0) -> dict:
 
 
 def sweep_reference(csv_path=SWEEP_CSV, level: str = LEVEL, epochs: int = protocol.STAGE2_EPOCHS) -> dict | None:
-    """The multi-seed results of `level` in docs/experiments.csv for both models, or None when there are
-    none (or they were trained another number of epochs): {model: {subset: [Total per seed]}, "seeds": n}."""
+    """The multi-seed results of `level` in docs/experiments.csv for both models, or None when fewer than
+    two seeds have both (or they were trained another number of epochs): {"seeds": [...], model:
+    {subset: [Total per seed]}}."""
     path = Path(csv_path)
     if not path.is_file():
         return None
     with open(path, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r.get("level") == level and r.get("epochs") == str(epochs)]
-    out: dict = {}
-    for key, variant in SWEEP_VARIANTS.items():
-        mine = sorted((r for r in rows if r.get("variant") == variant), key=lambda r: int(r["seed"]))
-        if len(mine) < 2:
-            return None
-        out[key] = {sub: [float(r[col]) for r in mine] for sub, col in
+    by_seed = {key: {int(r["seed"]): r for r in rows if r.get("variant") == variant}
+               for key, variant in SWEEP_VARIANTS.items()}  # fmt: skip
+    seeds = sorted(set(by_seed["dsta"]) & set(by_seed["baseline"]))  # paired: both models of a seed
+    if len(seeds) < 2:
+        return None
+    out: dict = {"seeds": seeds}
+    for key in SWEEP_VARIANTS:
+        out[key] = {sub: [float(by_seed[key][s][col]) for s in seeds] for sub, col in
                     (("all", "Total"), ("rescuable", "rescuable_Total"), ("clean", "clean_Total"))}  # fmt: skip
-        out[key]["seeds"] = [int(r["seed"]) for r in mine]
     return out
 
 
@@ -138,7 +140,7 @@ def _against_sweep(split: dict, ref: dict | None) -> dict | None:
         out[sub] = {"run_gap": mine, "sweep_gaps": gaps, "sweep_mean": mean, "sweep_sd": sd,
                     "sweep_dsta": statistics.fmean(ref["dsta"][sub]), "sweep_baseline": statistics.fmean(ref["baseline"][sub]),
                     "within_spread": abs(mine - mean) <= 2 * sd}  # fmt: skip
-    out["seeds"] = ref["dsta"]["seeds"]
+    out["seeds"] = ref["seeds"]
     return out
 
 

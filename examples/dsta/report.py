@@ -240,7 +240,8 @@ def write_report(out, *, settings: dict, gen: dict, runs: dict, video: dict, tim
         "",
         "Rescuable joints are hidden, blurred or defocused in the key frame and clean in a neighbouring frame "
         "(+-1); clean joints are spoiled in no way. Person matching is poseval's, on all joints "
-        "(`subset_eval.py`).",
+        "(`subset_eval.py`). The all-joints AP is poseval's own, which also counts predictions of joints the GT "
+        "does not annotate (outside the image, hidden too long) as false positives, so it can be lower than both.",
         "",
         split_table(runs),
         "",

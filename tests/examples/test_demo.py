@@ -88,9 +88,11 @@ def test_sweep_reference_and_comparison(tmp_path):
         rows.append(f"image,medium,{seed},{demo.protocol.STAGE2_EPOCHS},{img},{img - 10},{img + 1}")
         rows.append(f"dsta,medium,{seed},{demo.protocol.STAGE2_EPOCHS},{dst},{dst - 5},{dst}")
         rows.append(f"dsta,hard,{seed},{demo.protocol.STAGE2_EPOCHS},0,0,0")  # another level: ignored
+    rows.append(f"dsta,medium,3,{demo.protocol.STAGE2_EPOCHS},99,99,99")  # no image run of seed 3: not paired
     csv_path.write_text("\n".join(rows) + "\n")
     ref = demo.sweep_reference(csv_path)
     assert ref["dsta"]["all"] == [42.0, 44.0, 42.0] and ref["baseline"]["rescuable"] == [30.0, 31.0, 29.0]
+    assert ref["seeds"] == [0, 1, 2]
     assert demo.sweep_reference(csv_path, epochs=99) is None and demo.sweep_reference(tmp_path / "none.csv") is None
     mine = {"dsta": {s: {"Total": 50.0} for s in ("all", "rescuable", "clean")},
             "baseline": {s: {"Total": 40.0} for s in ("all", "rescuable", "clean")}}
