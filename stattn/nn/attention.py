@@ -364,34 +364,39 @@ class LocalAwarenessBlock(nn.Module):
             raise ValueError(f"LocalAwarenessBlock: fused=True, but {_fused.block_reasons(self)[0]}")
 
     def uses_fused(self, x: torch.Tensor) -> bool:
-        """Whether ``self(x)`` runs as one :func:`stattn.ops.local_block` call (raises for ``fused=True``
-        and a call the block cannot hand to the op)."""
-        return self._op_backend(x) is not None
+        """Whether ``self(x)`` runs the whole-block Triton kernel (raises for ``fused=True`` and a call
+        the block cannot hand to the :func:`stattn.ops.local_block` op)."""
+        use, backend = self._as_op(x)
+        return use and ops.which_backend("local_block", x, _fused.block_weights(self), backend=backend,
+                                         **_fused.op_meta(self)) == "triton"  # fmt: skip
 
-    def _op_backend(self, x: torch.Tensor) -> str | None:
-        """The ``backend=`` to call the op with, or None: run the modules one by one."""
-        if self.fused is False or (self.fused is None and (self.training or x.device.type != "cuda")):
-            return None
+    def _as_op(self, x: torch.Tensor) -> tuple[bool, str | None]:
+        """(whether ``self(x)`` is one ``local_block`` op call, the ``backend=`` to call it with)."""
+        if self.fused is False or (self.fused is None and self.training):
+            return False, None
         ranks = (4,) if self.kind == "temporal" else (3, 4)
         if not isinstance(x, torch.Tensor) or x.dim() not in ranks or x.shape[-1] != self.attn.dim:
-            return None  # the unfused path raises the layer's own shape error
+            return False, None  # the unfused path raises the layer's own shape error
         if self.kind == "grouped" and x.shape[-2] != self.attn.num_tokens:
-            return None
+            return False, None
         reasons = _fused.block_reasons(self)
         if reasons:
             if self.fused:
                 raise ValueError(f"LocalAwarenessBlock(fused=True): cannot fuse this call: {'; '.join(reasons)}")
-            return None
+            return False, None
         if self.fused:
-            return self.attn.backend or os.environ.get("STATTN_BACKEND") or "triton"
-        chosen = ops.which_backend("local_block", x, _fused.block_weights(self), backend=self.attn.backend,
-                                   **_fused.op_meta(self))  # fmt: skip
-        return chosen if chosen == "triton" else None  # elsewhere the modules' own ops are as fast
+            return True, self.attn.backend or os.environ.get("STATTN_BACKEND") or "triton"
+        if x.device.type == "cuda":  # the kernel when dispatch picks it, else the modules' own ops
+            weights, meta = _fused.block_weights(self), _fused.op_meta(self)
+            chosen = ops.which_backend("local_block", x, weights, backend=self.attn.backend, **meta)
+            return chosen == "triton", chosen
+        # inference elsewhere: one op call is the same arithmetic as the modules, minus their call overhead
+        return not _fused.needs_autograd(self, x), self.attn.backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x `[B, F, N, C]` (or `[B, N, C]`). Returns: same shape."""
-        backend = self._op_backend(x)
-        if backend is None:
+        use, backend = self._as_op(x)
+        if not use:
             return self._unfused_forward(x)
         return ops.local_block(x, _fused.block_weights(self), backend=backend, **_fused.op_meta(self))
 

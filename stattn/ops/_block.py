@@ -9,6 +9,7 @@ are forward-only, and autograd through them recomputes the reference, like activ
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Sequence
 
@@ -84,11 +85,23 @@ def local_block(
         meta["groups"] = _partition(op, groups, x.shape[-2])
     chosen = _dispatch.choose(op, x, weights, backend=backend, **meta)
     if chosen.name == "reference" or torch.compiler.is_compiling() or exporting():
-        return local_block_reference(x, weights, **meta)
+        # the block's math around the attention functionals, which dispatch with the same backend=:
+        # pure PyTorch for backend="reference", native attention on a CPU by default
+        return local_block_reference(x, weights, **meta, attention=_attention(meta, backend))
     forward = chosen.table[op][0]
     if eager_inference(x, *(w for w in weights if w is not None)):
         return forward(x, weights, **meta)
     return _RecomputeBackward.apply(x, forward, meta, *weights)
+
+
+def _attention(meta: dict, backend: str | None):
+    from . import grouped_attention, temporal_attention  # noqa: PLC0415 (the package imports this module)
+
+    if meta["kind"] == "temporal":
+        window, causal = meta["window"], meta["causal"]
+        return lambda q, k, v: temporal_attention(q, k, v, window=window, causal=causal, backend=backend)
+    groups = meta["groups"]
+    return lambda q, k, v: grouped_attention(q, k, v, groups, backend=backend)
 
 
 class _RecomputeBackward(torch.autograd.Function):
@@ -143,18 +156,20 @@ def _check(op, x, weights, kind, window, causal, num_heads, eps) -> BlockWeights
     if len(weights) != len(_NAMES):
         raise ValueError(f"{op}: weights must hold {len(_NAMES)} tensors ({', '.join(_NAMES)}), got {len(weights)}")
     weights = BlockWeights(*weights)
-    hidden = weights.fc1_w.shape[0] if isinstance(weights.fc1_w, torch.Tensor) else 0
-    shapes = {"ln1_w": (C,), "ln1_b": (C,), "qkv_w": (3 * C, C), "qkv_b": (3 * C,), "proj_w": (C, C), "proj_b": (C,),
-              "ln2_w": (C,), "ln2_b": (C,), "fc1_w": (hidden, C), "fc1_b": (hidden,), "fc2_w": (C, hidden),
-              "fc2_b": (C,)}  # fmt: skip
-    for name, w in zip(_NAMES, weights):
-        if w is None and name == "qkv_b":
-            continue
-        if not isinstance(w, torch.Tensor) or tuple(w.shape) != shapes[name] or hidden == 0:
-            got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-            raise ValueError(f"{op}: weight {name} must be {list(shapes[name])} for {C} channels, got {got}")
-        if w.dtype != x.dtype or w.device != x.device:
-            raise ValueError(f"{op}: parameter {name} is {w.dtype} on {w.device}, x is {x.dtype} on {x.device}")
+    tensors = [w for w in weights if w is not None]
+    if not all(isinstance(w, torch.Tensor) for w in tensors) or weights.fc1_w.dim() != 2:
+        raise ValueError(f"{op}: weights must be tensors ({', '.join(_NAMES)}; qkv_b may be None)")
+    hidden = weights.fc1_w.shape[0]
+    shapes = ((C,), (C,), (3 * C, C), (3 * C,), (C, C), (C,), (C,), (C,), (hidden, C), (hidden,), (C, hidden), (C,))
+    if tuple(None if w is None else tuple(w.shape) for w in weights) != tuple(
+        None if w is None else s for w, s in zip(weights, shapes)
+    ):
+        name, w, want = next((n, w, s) for n, w, s in zip(_NAMES, weights, shapes) if w is not None and w.shape != s)
+        raise ValueError(f"{op}: weight {name} must be {list(want)} for {C} channels, got {tuple(w.shape)}")
+    dtype, device = x.dtype, x.get_device()
+    if not all(w.dtype is dtype and w.get_device() == device for w in tensors):
+        name, w = next((n, w) for n, w in zip(_NAMES, weights) if w is not None and (w.dtype, w.device) != (x.dtype, x.device))
+        raise ValueError(f"{op}: parameter {name} is {w.dtype} on {w.device}, x is {x.dtype} on {x.device}")
     return weights
 
 
@@ -165,4 +180,14 @@ def _partition(op: str, groups, num_tokens: int) -> tuple[tuple[int, ...], ...]:
         if groups.num_joints != num_tokens:
             raise ValueError(f"{op}: skeleton {groups.name!r} has {groups.num_joints} joints, x has {num_tokens} tokens")
         return groups.groups
+    if isinstance(groups, tuple):  # a layer's own groups: validated once
+        try:
+            return _cached_partition(groups, num_tokens)
+        except TypeError:  # unhashable members
+            pass
+    return normalize_groups(groups, num_tokens)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_partition(groups: tuple, num_tokens: int) -> tuple[tuple[int, ...], ...]:
     return normalize_groups(groups, num_tokens)

@@ -257,6 +257,7 @@ def local_block_reference(
     groups: tuple[tuple[int, ...], ...] | None = None,
     num_heads: int = 8,
     eps: tuple[float, float] = (1e-6, 1e-6),
+    attention=None,
 ) -> torch.Tensor:
     """A whole pre-norm block: ``x + proj(attn(LN1(x)))``, then ``+ fc2(gelu(fc1(LN2(.))))``.
 
@@ -265,6 +266,9 @@ def local_block_reference(
         weights: :class:`BlockWeights` in the dtype of x.
         kind: ``"temporal"`` or ``"grouped"`` local attention, with ``window`` / ``causal`` or ``groups``.
         num_heads: heads `H` (head dim `C / H`); eps: the two LayerNorm epsilons.
+        attention: ``attention(q, k, v) -> o`` on `[..., H, D]` views, the op's own mask applied; None =
+            this module's reference functions (the specification). The ``local_block`` op passes the
+            public attention functionals here, dispatched with its own ``backend=``.
 
     Returns:
         Same shape and dtype as x; differentiable by autograd (the op's recompute backward).
@@ -273,17 +277,24 @@ def local_block_reference(
     C = x.shape[-1]
     h = F.layer_norm(x, (C,), w.ln1_w, w.ln1_b, eps[0])
     q, k, v = F.linear(h, w.qkv_w, w.qkv_b).view(*x.shape[:-1], 3, num_heads, C // num_heads).unbind(-3)
-    if kind == "temporal":
-        o = temporal_attention_reference(q, k, v, None, window, causal)
-    else:
-        frameless = x.dim() == 3
-        if frameless:
-            q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
-        o = grouped_attention_reference(q, k, v, [i for g in groups for i in g], [len(g) for g in groups])
-        o = o.squeeze(1) if frameless else o
+    o = (attention or _block_attention(kind, window, causal, groups))(q, k, v)
     x = x + F.linear(o.flatten(-2), w.proj_w, w.proj_b)
     h = F.layer_norm(x, (C,), w.ln2_w, w.ln2_b, eps[1])
     return x + F.linear(F.gelu(F.linear(h, w.fc1_w, w.fc1_b)), w.fc2_w, w.fc2_b)
+
+
+def _block_attention(kind, window, causal, groups):
+    """The block's attention through this module's reference functions."""
+    if kind == "temporal":
+        return lambda q, k, v: temporal_attention_reference(q, k, v, None, window, causal)
+    index, sizes = [i for g in groups for i in g], [len(g) for g in groups]
+
+    def grouped(q, k, v):
+        if q.dim() == 4:  # one frame
+            return grouped_attention_reference(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), index, sizes).squeeze(1)
+        return grouped_attention_reference(q, k, v, index, sizes)
+
+    return grouped
 
 
 class _ReferenceBackend(Backend):

@@ -283,10 +283,14 @@ def test_backend_reference_is_honoured_on_the_fused_path(monkeypatch, how):
         with pytest.raises(RuntimeError, match="whole-block kernel ran"):  # the default really is the kernel
             blk(x)
         monkeypatch.setenv("STATTN_BACKEND", "reference")
-    assert blk.uses_fused(x)
+    calls = []
+    op = stattn.ops.local_block
+    monkeypatch.setattr(stattn.ops, "local_block", lambda *a, **kw: calls.append(kw["backend"]) or op(*a, **kw))
+    assert not blk.uses_fused(x)  # the block is one op call, but not the kernel's
     with torch.no_grad():
         out = blk(x)
         want = stattn.ops.local_block_reference(x, block_weights(blk), **op_meta(blk))
+    assert calls == ["reference"]  # handed to the op, with the backend asked for
     assert torch.equal(out, want)
     if kernel_out is not None:
         assert_close(want.double(), kernel_out)

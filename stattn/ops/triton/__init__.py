@@ -94,12 +94,13 @@ class _TritonBackend(Backend):
 
     def refusals(self, op, *inputs, automatic=False, **meta):
         x = inputs[0]
+        device = x.device.type
+        if automatic and device != "cuda":  # one reason decides it (the full list is for explicit requests)
+            return ["backend=None picks Triton for CUDA tensors only (the interpreter needs backend='triton')"]
         out = []
-        on_device = x.device.type == "cuda" or (x.device.type == "cpu" and interpreter_enabled())
+        on_device = device == "cuda" or (device == "cpu" and interpreter_enabled())
         if not on_device:
-            out.append(f"tensors are on {x.device.type}, Triton needs cuda (or cpu with TRITON_INTERPRET=1)")
-        elif automatic and x.device.type != "cuda":
-            out.append("the Triton interpreter runs CPU tensors only when asked for (backend='triton')")
+            out.append(f"tensors are on {device}, Triton needs cuda (or cpu with TRITON_INTERPRET=1)")
         err = import_error() if on_device else None  # CPU calls never pay for importing Triton
         if err is not None:
             out.append(err)
