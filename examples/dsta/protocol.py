@@ -83,7 +83,10 @@ def pretrain(cache_dir, *, quick: bool = False, workers: int = 1, device: str = 
 
     cache = Path(cache_dir)
     p = QUICK_PRETRAIN if quick else PRETRAIN
-    key = {"settings": p, "config": PRETRAIN_CONFIG.read_text(encoding="utf-8")}
+    from dsta import synthetic  # noqa: PLC0415
+
+    key = {"settings": p, "config": PRETRAIN_CONFIG.read_text(encoding="utf-8"),  # and what shapes the frames
+           "generator": {"rates": synthetic.RATES, "hidden_max": synthetic.HIDDEN_ANNOTATED_MAX}}  # fmt: skip
     record_path, backbone = cache / "stage1.json", cache / "backbone.pt"
     if record_path.exists() and backbone.exists():
         record = json.loads(record_path.read_text(encoding="utf-8"))
