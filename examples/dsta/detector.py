@@ -131,7 +131,8 @@ class OnnxDetector:
         except ImportError:
             raise DetectorError("an ONNX detector needs onnxruntime (pip install onnxruntime)") from None
         if providers is None:
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+            available = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as exc:  # not an ONNX file, an unsupported operator
@@ -142,8 +143,10 @@ class OnnxDetector:
         h, w = inp.shape[2:]
         self.input_name = inp.name
         self.input_size = (w if isinstance(w, int) else 640, h if isinstance(h, int) else 640)
-        self.path, self.score_threshold, self.iou_threshold, self.yolox_raw = path, score_threshold, iou_threshold, yolox_raw
-        out = self.session.run(None, {self.input_name: np.zeros((1, 3, self.input_size[1], self.input_size[0]), np.float32)})[0]
+        self.path, self.score_threshold, self.iou_threshold = path, score_threshold, iou_threshold
+        self.yolox_raw = yolox_raw
+        blank = np.zeros((1, 3, self.input_size[1], self.input_size[0]), np.float32)
+        out = self.session.run(None, {self.input_name: blank})[0]
         self.layout = self._layout(np.asarray(out))  # "yolov8" or "yolox": from the output's shape
 
     def __call__(self, image) -> tuple[np.ndarray, np.ndarray]:
@@ -156,8 +159,8 @@ class OnnxDetector:
             cxcywh, scores = decode_yolox(out, self.input_size, self.yolox_raw)
         ok = (scores >= self.score_threshold) & np.isfinite(cxcywh).all(1) & (cxcywh[:, 2:] > 0).all(1)
         cxcywh, scores = cxcywh[ok].astype(np.float64), scores[ok].astype(np.float64)
-        boxes = np.stack([(cxcywh[:, 0] - cxcywh[:, 2] / 2 - px) / scale, (cxcywh[:, 1] - cxcywh[:, 3] / 2 - py) / scale,
-                          cxcywh[:, 2] / scale, cxcywh[:, 3] / scale], 1)  # fmt: skip
+        cx, cy, w, h = cxcywh.T
+        boxes = np.stack([cx - w / 2 - px, cy - h / 2 - py, w, h], 1) / scale  # undo the letterbox
         keep = nms(boxes, scores, self.iou_threshold)
         return boxes[keep].reshape(-1, 4), scores[keep]
 
@@ -194,7 +197,8 @@ class HOGDetector:
                                 "detector")  # fmt: skip
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor.getDefaultPeopleDetector())
-        self.max_width, self.score_threshold, self.iou_threshold, self.scale = max_width, score_threshold, iou_threshold, scale
+        self.max_width, self.scale = max_width, scale
+        self.score_threshold, self.iou_threshold = score_threshold, iou_threshold
 
     def __call__(self, image) -> tuple[np.ndarray, np.ndarray]:
         """`image` `[H, W, 3]` RGB uint8 -> (boxes `[N, 4]` x, y, w, h image pixels, scores `[N]`)."""

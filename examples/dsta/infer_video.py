@@ -90,7 +90,8 @@ def _people_source(mode, first_boxes, detections):
 
 def infer_video(model, source, out_dir, *, mode: str = "whole", first_boxes=None, detections=None, people=None,
                 enlarge: float = 1.25, batch_size: int = 32, device="cpu", gif: bool = False,
-                draw_threshold: float = 0.2, progress: bool | None = None, meta: dict | None = None) -> dict:  # fmt: skip
+                draw_threshold: float = 0.2, progress: bool | None = None,
+                meta: dict | None = None) -> dict:  # fmt: skip
     """Run `model` over every person of every frame of `source`; write OUT/keypoints.json and the rendering.
 
     Args:
@@ -176,8 +177,8 @@ def main(argv=None) -> dict:
         prepare_out_dir(args.out)
         boxes, detector = _boxes_argument(args)
         est = estimate(args.input, args.checkpoint, config=args.config, boxes=boxes, detector=detector,
-                                  device=args.device, batch_size=args.batch_size, max_frames=args.max_frames,
-                                  det_threshold=args.det_thr, first_image_id=args.first_image_id, sets=args.set)  # fmt: skip
+                       device=args.device, batch_size=args.batch_size, max_frames=args.max_frames,
+                       det_threshold=args.det_thr, first_image_id=args.first_image_id, sets=args.set)  # fmt: skip
         if args.fps:
             est.source.fps = float(args.fps)
         model, cfg = est.model, est.config

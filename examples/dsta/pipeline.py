@@ -360,7 +360,8 @@ def _people(boxes, detector, source, det_threshold, first_image_id):
         if not Path(boxes).is_file():
             raise InferenceError(f"detections {boxes}: no such file")
         by_frame, unmatched = detections_by_frame(load_detections(boxes, det_threshold), source, first_image_id)
-        return FrameBoxes(lambda t, _: by_frame.get(t, []), f"{boxes} (score >= {det_threshold}) + IoU tracker"), unmatched
+        description = f"{boxes} (score >= {det_threshold}) + IoU tracker"
+        return FrameBoxes(lambda t, _: by_frame.get(t, []), description), unmatched
     if isinstance(boxes, str):
         return FirstFrameBoxes(parse_boxes(boxes)), 0
     if isinstance(boxes, dict):

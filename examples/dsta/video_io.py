@@ -213,11 +213,12 @@ def _person_json(result, p: int) -> dict:
 def write_keypoints_json(path, results, header: dict) -> Path:
     """Write `{**header, "joints", "evaluated_joints", "frames": [{"frame", "file", "people": [...]}]}` atomically.
 
-    Each person is `{"track_id", "box": [x, y, w, h], "box_score" (null without one), "keypoints": [[x, y, score] * 17]}`.
+    Each person is `{"track_id", "box": [x, y, w, h], "box_score" (null without one),
+    "keypoints": [[x, y, score] * 17]}`.
     """
     doc = {**header, "joints": list(POSETRACK.joints), "evaluated_joints": list(POSETRACK.evaluated),
-           "frames": [{"frame": r.index, "file": r.name, "people": [_person_json(r, p) for p in range(len(r.track_ids))]}
-                      for r in results]}  # fmt: skip
+           "frames": [{"frame": r.index, "file": r.name,
+                       "people": [_person_json(r, p) for p in range(len(r.track_ids))]} for r in results]}  # fmt: skip
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc), encoding="utf-8")

@@ -93,7 +93,8 @@ def test_boxes_and_detector_forms(checkpoint):
     frames = _frames()
     run = lambda **kw: list(dsta.estimate(frames, checkpoint, device="cpu", **kw))  # noqa: E731
     whole = run(boxes="whole")
-    assert [r.boxes.tolist() for r in whole] == [[[0, 0, W, H]]] * N and all(np.isnan(r.box_scores).all() for r in whole)
+    assert [r.boxes.tolist() for r in whole] == [[[0, 0, W, H]]] * N
+    assert all(np.isnan(r.box_scores).all() for r in whole)
     np.testing.assert_allclose([r.keypoints for r in run(detector=None)], [r.keypoints for r in whole])
     # per-frame boxes (some with scores): clipped to the image, linked by IoU, one outside the image dropped
     per = {0: [[10, 10, 30, 40], ((50, 20, 30, 40), 0.7)], 1: [[11, 10, 30, 40], [500, 500, 10, 10]],
