@@ -252,9 +252,16 @@ def run_demo(out="runs/demo", *, quick: bool = False, seed: int = 0, epochs: int
     return doc
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every default; an option whose default is computed (None here) says it in its own help."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description="DSTA vs the image regression baseline on synthetic videos (CPU), "
-                                "under the two-stage protocol.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                                "under the two-stage protocol.", formatter_class=_Help)  # fmt: skip
     p.add_argument("--out", default="runs/demo", help="run folder")
     p.add_argument("--quick", action="store_true", help="tiny settings for tests (~1 minute); numbers mean nothing")
     p.add_argument("--seed", type=int, default=0, help="run seed, added to the config's training seed (the data is "

@@ -185,10 +185,17 @@ def collect(out) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every default, except on required options (they have none)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.required else super()._get_help_string(action)
+
+
 def main(argv=None):
     from dsta import protocol  # noqa: PLC0415
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
     p = argparse.ArgumentParser(description="Image regression vs DSTA across difficulty, and DSTA's ablations "
                                 "(paper Tables 1, 4, 6), on synthetic video under the two-stage protocol.",
                                 formatter_class=fmt)  # fmt: skip
