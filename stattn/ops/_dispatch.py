@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from . import native, reference, triton
 from ._backend import Backend
 
@@ -39,8 +41,34 @@ def requested_backend(op: str, backend: str | None) -> Backend | None:
     return chosen
 
 
+#: Decisions for attention calls, by everything their reasons read: a B = 1 call should not re-derive
+#: them. Only successful decisions are kept (a native one means its kernel is built, and stays so).
+_DECIDED: dict[tuple, Backend] = {}
+_ATTENTION = ("temporal_attention", "grouped_attention")
+
+
+def forget() -> None:
+    """Drop the remembered decisions (after changing what a backend's reasons depend on, e.g. in tests)."""
+    _DECIDED.clear()
+
+
 def choose(op: str, *inputs, backend: str | None = None, **meta) -> Backend:
     """The backend that will run ``op`` on ``inputs``; raises ``ValueError`` if a requested one cannot."""
+    if op not in _ATTENTION or torch.compiler.is_compiling():  # Dynamo traces the plain decision
+        return _choose(op, *inputs, backend=backend, **meta)
+    q = inputs[0]
+    env = os.environ
+    key = (op, backend, env.get("STATTN_BACKEND"), env.get("TRITON_INTERPRET"), q.device, q.dtype, q.shape[1:],
+           meta.get("group_sizes"))  # fmt: skip
+    chosen = _DECIDED.get(key)
+    if chosen is None:
+        chosen = _DECIDED[key] = _choose(op, *inputs, backend=backend, **meta)
+        if len(_DECIDED) > 1024:  # shapes churn (a sweep): start over rather than grow
+            _DECIDED.clear()
+    return chosen
+
+
+def _choose(op: str, *inputs, backend: str | None = None, **meta) -> Backend:
     requested = requested_backend(op, backend)
     if requested is not None:
         refused = requested.reasons(op, *inputs, **meta)

@@ -95,6 +95,7 @@ def test_refusals_and_a_failed_build_is_a_refusal_reason(monkeypatch, tmp_path):
     monkeypatch.setattr(native, "_ERRORS", {})
     monkeypatch.setenv("STATTN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(native, "_FLAGS", native._FLAGS + ["-DTHIS_BUILD_MUST_FAIL", "-Werror=nonexistent-flag"])
+    monkeypatch.setattr(_dispatch, "_DECIDED", {})  # decisions made with the real build are not this test's
     q, k, v = make_inputs(1, 3, 4, 3, 5, seed=14)
     with pytest.raises(ValueError, match="backend 'native' cannot run this call: .*failed to build"):
         stattn.temporal_attention(q, k, v, backend="native")

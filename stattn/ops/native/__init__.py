@@ -168,10 +168,21 @@ def reasons(q: torch.Tensor) -> list[str]:
     return BACKEND.reasons("temporal_attention", q)
 
 
-def _token_contiguous(t: torch.Tensor) -> torch.Tensor:
-    """The kernel needs a token's H * D channels contiguous; packed qkv views already are."""
+def _operand(t: torch.Tensor) -> tuple[torch.Tensor, ctypes.Array]:
+    """``t`` with a token's H * D channels contiguous (packed qkv views already are: no copy), and its
+    element strides of dims (B, F, N) as a C array."""
     H, D = t.shape[-2:]
-    return t if (t.stride(-1) == 1 or D == 1) and (t.stride(-2) == D or H == 1) else t.contiguous()
+    stride = t.stride()
+    if not ((stride[4] == 1 or D == 1) and (stride[3] == D or H == 1)):
+        t = t.contiguous()
+        stride = t.stride()
+    return t, _c_strides(stride[:3])
+
+
+@functools.lru_cache(maxsize=256)
+def _c_strides(stride: tuple[int, int, int]) -> ctypes.Array:
+    """A C int64[3] (cached: building one costs more than a B = 1 call's arithmetic)."""
+    return (ctypes.c_int64 * 3)(*stride)
 
 
 def _check(code: int) -> None:
@@ -179,27 +190,22 @@ def _check(code: int) -> None:
         raise MemoryError("stattn native kernel could not allocate its scratch buffers")
 
 
-def _strides(t: torch.Tensor):
-    """Element strides of dims (B, F, N) as a C array (cheaper than a tensor per call)."""
-    return (ctypes.c_int64 * 3)(*t.stride()[:3])
-
-
 @functools.lru_cache(maxsize=256)
 def _temporal_tables(frames: int, window, causal: bool, query_frames: tuple[int, ...] | None):
-    """(query frame indices, allowed [Fq, F] bytes or None): small, reused across calls."""
+    """(query frame indices, their count, allowed [Fq, F] bytes or None, its address): reused across calls."""
     from ..reference import temporal_mask
 
     rows = list(range(frames)) if query_frames is None else list(query_frames)
     mask = temporal_mask(frames, window, causal)
     allowed = None if mask is None else mask[rows].to(torch.uint8).contiguous()
-    return torch.tensor(rows, dtype=torch.int64), allowed
+    return torch.tensor(rows, dtype=torch.int64), len(rows), allowed, None if allowed is None else allowed.data_ptr()
 
 
 @functools.lru_cache(maxsize=256)
 def _group_tables(group_index: tuple[int, ...], group_sizes: tuple[int, ...]):
-    """(members, starts, sizes) int64 tensors describing the partition."""
+    """(members, starts, sizes) int64 tensors describing the partition, and the largest size."""
     sizes = torch.tensor(group_sizes, dtype=torch.int64)
-    return torch.tensor(group_index, dtype=torch.int64), torch.cumsum(sizes, 0) - sizes, sizes
+    return torch.tensor(group_index, dtype=torch.int64), torch.cumsum(sizes, 0) - sizes, sizes, max(group_sizes)
 
 
 def _loaded(heads: int, head_dim: int) -> ctypes.CDLL:
@@ -213,12 +219,11 @@ def temporal_attention_fwd(q, k, v, scale, window, causal, query_frames) -> torc
     """Native forward `[B, Fq, N, H, D]` (the backend's reasons have built the kernel)."""
     B, F, N, H, D = q.shape
     lib = _loaded(H, D)
-    q, k, v = (_token_contiguous(t) for t in (q, k, v))
-    qf, allowed = _temporal_tables(F, window, causal, None if query_frames is None else tuple(query_frames))
-    out = torch.empty(B, len(qf), N, H, D, dtype=torch.float32, device="cpu")
-    _check(lib.stattn_temporal_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, F, N,
-                                   _strides(q), _strides(k), _strides(v), qf.data_ptr(), len(qf),
-                                   None if allowed is None else allowed.data_ptr(), scale))  # fmt: skip
+    (q, sq), (k, sk), (v, sv) = _operand(q), _operand(k), _operand(v)
+    qf, fq, _, allowed = _temporal_tables(F, window, causal, None if query_frames is None else tuple(query_frames))
+    out = torch.empty(B, fq, N, H, D, dtype=torch.float32, device="cpu")
+    _check(lib.stattn_temporal_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, F, N, sq, sk, sv,
+                                   qf.data_ptr(), fq, allowed, scale))  # fmt: skip
     return out
 
 
@@ -226,10 +231,10 @@ def grouped_attention_fwd(q, k, v, group_index, group_sizes, scale) -> torch.Ten
     """Native forward `[B, F, N, H, D]` (the backend's reasons have built the kernel)."""
     B, F, N, H, D = q.shape
     lib = _loaded(H, D)
-    q, k, v = (_token_contiguous(t) for t in (q, k, v))
-    members, starts, sizes = _group_tables(tuple(group_index), tuple(group_sizes))
+    (q, sq), (k, sk), (v, sv) = _operand(q), _operand(k), _operand(v)
+    members, starts, sizes, widest = _group_tables(tuple(group_index), tuple(group_sizes))
     out = torch.empty(B, F, N, H, D, dtype=torch.float32, device="cpu")
-    _check(lib.stattn_grouped_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, F, N,
-                                  _strides(q), _strides(k), _strides(v), members.data_ptr(), starts.data_ptr(),
-                                  sizes.data_ptr(), len(group_sizes), max(group_sizes), scale))  # fmt: skip
+    _check(lib.stattn_grouped_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, F, N, sq, sk, sv,
+                                  members.data_ptr(), starts.data_ptr(), sizes.data_ptr(), len(group_sizes), widest,
+                                  scale))  # fmt: skip
     return out
