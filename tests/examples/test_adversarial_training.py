@@ -218,6 +218,16 @@ def test_train_user_errors_are_one_sentence(dataset, tmp_path, capsys, sets, tex
     assert text in _user_error(_args(dataset, tmp_path, sets=sets), capsys)
 
 
+def test_missing_config_and_truncated_checkpoint_are_one_sentence(stopped, dataset, tmp_path, capsys):
+    argv = _args(dataset, tmp_path / "a")
+    argv[1] = str(tmp_path / "nope.yaml")
+    assert "nope.yaml: No such file" in _user_error(argv, capsys)
+    run = _copy(stopped, tmp_path)
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[: len(data) // 2])
+    assert "last.pt" in _user_error(_args(dataset, run, "--resume"), capsys)
+
+
 def test_evaluate_user_errors_are_one_sentence(reference, tmp_path, capsys):
     base = ["--checkpoint", str(reference / "last.pt"), "--out", str(tmp_path)]
     for extra, text in ((["--set", "data.val=/nope"], "/nope: no such file"), (["--split", "test"], "split 'test'")):
