@@ -138,7 +138,8 @@ def _against_sweep(split: dict, ref: dict | None) -> dict | None:
         mine = split["dsta"][sub]["Total"] - split["baseline"][sub]["Total"]
         mean, sd = statistics.fmean(gaps), statistics.stdev(gaps)
         out[sub] = {"run_gap": mine, "sweep_gaps": gaps, "sweep_mean": mean, "sweep_sd": sd,
-                    "sweep_dsta": statistics.fmean(ref["dsta"][sub]), "sweep_baseline": statistics.fmean(ref["baseline"][sub]),
+                    "sweep_dsta": statistics.fmean(ref["dsta"][sub]),
+                    "sweep_baseline": statistics.fmean(ref["baseline"][sub]),
                     "within_spread": abs(mine - mean) <= 2 * sd}  # fmt: skip
     out["seeds"] = ref["seeds"]
     return out
@@ -267,7 +268,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0, help="run seed, added to the config's training seed (the data is "
                    "fixed, as in experiments.py)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=None, help="stage-2 epochs (default: the protocol's "
-                   f"{protocol.STAGE2_EPOCHS}; 1 with --quick); other values are not compared with the sweep")  # fmt: skip
+                   f"{protocol.STAGE2_EPOCHS}; 1 with --quick); other values are not compared with the "
+                   "sweep")  # fmt: skip
     p.add_argument("--cache", default=None, help="stage-1 backbone folder, reused when it holds one trained with the "
                    "same settings (default: OUT/stage1)")  # fmt: skip
     add_device_argument(p)

@@ -200,14 +200,16 @@ def main(argv=None):
                                 "(paper Tables 1, 4, 6), on synthetic video under the two-stage protocol.",
                                 formatter_class=fmt)  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train and evaluate every missing (variant, level, seed); resumable", formatter_class=fmt)
+    r = sub.add_parser("run", help="train and evaluate every missing (variant, level, seed); resumable",
+                       formatter_class=fmt)  # fmt: skip
     r.add_argument("--out", default="runs/experiments", help="work folder: data, stage1, runs, results, logs")
     r.add_argument("--tables", nargs="+", default=[t[0] for t in TABLES], choices=[t[0] for t in TABLES],
                    help="tables to run")  # fmt: skip
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="run seeds")
     r.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
     r.add_argument("--quick", action="store_true", help="tiny data and 1 epoch: checks the pipeline only")
-    o = sub.add_parser("one", help="one (variant, level, seed) in this process (what `run` launches)", formatter_class=fmt)
+    o = sub.add_parser("one", help="one (variant, level, seed) in this process (what `run` launches)",
+                       formatter_class=fmt)  # fmt: skip
     o.add_argument("--out", default="runs/experiments", help="work folder of `run` (its data and stage1 must exist)")
     o.add_argument("--variant", required=True, choices=list(VARIANTS), help="model variant (required)")
     o.add_argument("--level", required=True, choices=list(protocol.LEVELS), help="difficulty level (required)")

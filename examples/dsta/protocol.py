@@ -113,7 +113,8 @@ def pretrain(cache_dir, *, quick: bool = False, workers: int = 1, device: str = 
     record = {"key": _digest(key), "backbone": str(backbone), "settings": p, "config": str(PRETRAIN_CONFIG.name),
               "steps": result["step"], "epochs": cfg["train"]["epochs"], "train_s": round(train_s, 1),
               "data_s": round(gen_s, 1), "final_loss": result["history"][-1]["train_loss"], "device": device,
-              "torch_threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+              "torch_threads": torch.get_num_threads(),
+              "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
     engine.atomic_write_text(record_path, json.dumps(record, indent=2))
     return {**record, "cached": False}
 

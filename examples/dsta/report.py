@@ -67,8 +67,8 @@ def sweep_line(sweep: dict | None) -> str:
     for sub in _SUBSETS:
         g = sweep[sub]
         where = "within" if g["within_spread"] else "OUTSIDE"
-        parts.append(f"{_SUBSETS[sub]}: this run {g['run_gap']:+.1f}, sweep {g['sweep_mean']:+.1f} ± {g['sweep_sd']:.1f} "
-                     f"({where} 2 sd)")  # fmt: skip
+        parts.append(f"{_SUBSETS[sub]}: this run {g['run_gap']:+.1f}, sweep {g['sweep_mean']:+.1f} ± "
+                     f"{g['sweep_sd']:.1f} ({where} 2 sd)")  # fmt: skip
     return (f"DSTA - baseline against the sweep (docs/experiments.csv, seeds {sweep['seeds']}, mean ± sd of the "
             "per-seed gaps): " + "; ".join(parts))  # fmt: skip
 
@@ -111,7 +111,8 @@ def plot(path, runs: dict) -> None:
     ax.set_ylabel("AP (%)")
     ax.set_ylim(0, 100)
     ax.set_title("per-joint AP, synthetic val, GT boxes (final weights)", pad=24)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(runs), fontsize=8, frameon=False)  # above the bars
+    # above the axes: a legend inside covered the tallest bars
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(runs), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
 
     if split:
@@ -134,7 +135,8 @@ def plot(path, runs: dict) -> None:
         steps = np.arange(1, len(losses) + 1)
         window = max(1, len(losses) // 40)
         ax.plot(steps, losses, color=colors.get(key), alpha=0.15, lw=0.6)
-        ax.plot(steps, _smooth(losses, window), color=colors.get(key), lw=1.5, label=f"{r['label']} ({window}-step mean)")
+        ax.plot(steps, _smooth(losses, window), color=colors.get(key), lw=1.5,
+                label=f"{r['label']} ({window}-step mean)")
     settled = np.concatenate([np.asarray(r["step_losses"][len(r["step_losses"]) // 10 :], np.float64)
                               for r in runs.values()])  # the first steps' loss is huge: show the settled part
     if settled.size and np.isfinite(settled).all():
@@ -271,7 +273,8 @@ def write_report(out, *, settings: dict, gen: dict, runs: dict, video: dict, tim
         "## Settings",
         "",
         f"- Data: `synthetic.generate`, level {s['level']} (difficulty {s['difficulty']}), {s['size'][1]} x "
-        f"{s['size'][0]} frames, {s['frames_per_video']} frames per video, every frame labelled. Train: {tr['videos']} videos, "
+        f"{s['size'][0]} frames, {s['frames_per_video']} frames per video, every frame labelled. Train: "
+        f"{tr['videos']} videos, "
         f"{tr['annotations']} person annotations, {tr['corrupted_frames']} of {tr['frames']} frames corrupted. "
         f"Val: {va['videos']} videos, {va['annotations']} person annotations, {va['corrupted_frames']} of "
         f"{va['frames']} frames corrupted ({', '.join(f'{k} {v}' for k, v in va['corruptions'].items())}).",
@@ -287,7 +290,8 @@ def write_report(out, *, settings: dict, gen: dict, runs: dict, video: dict, tim
         f"regression head, the same RLE loss; {base['params']['total']} M parameters.",
         f"- Training (identical for both; `{Path(s['config']).name}`): {s['epochs']} epochs, batch {t['batch_size']}, "
         f"AdamW lr {t['lr']} (x{t['gamma']} at epoch(s) {s['milestones']}), weight decay {t['weight_decay']}, "
-        f"default augmentation, seed {t['seed']}, heads starting at the crop centre; {dsta['steps']} steps each on {dsta['train_clips']} training "
+        f"default augmentation, seed {t['seed']}, heads starting at the crop centre; {dsta['steps']} steps each "
+        f"on {dsta['train_clips']} training "
         f"clips (one per annotated person and frame). Evaluated with the final weights (no selection on val).",
         f"- Device: {s['device']}, {s['torch_threads']} torch threads.",
         "",
@@ -301,7 +305,8 @@ def write_report(out, *, settings: dict, gen: dict, runs: dict, video: dict, tim
         "",
         f"- Video of DSTA's predictions on val sequence `{video['sequence']}` ({video['frames']} frames, GT boxes, "
         f"frames upscaled x{video.get('upscale', 1)} for display; the val sequence with the most corrupted frames): "
-        + (", ".join(f"[{f}]({f})" for f in video["files"]) or "none written") + ", [video/keypoints.json](video/keypoints.json)",
+        + (", ".join(f"[{f}]({f})" for f in video["files"]) or "none written")
+        + ", [video/keypoints.json](video/keypoints.json)",
         "- [report.json](report.json): everything above, per-joint APs, per-step losses, per-epoch metrics",
         *[f"- {r['label']}: [{k}/last.pt]({k}/last.pt), [{k}/metrics.csv]({k}/metrics.csv), predictions "
           f"[{k}/eval_gt/predictions]({k}/eval_gt/predictions) and [{k}/eval_det/predictions]({k}/eval_det/predictions)"

@@ -36,7 +36,8 @@ CLAIMS = [
     ("joint-level modelling beats pooled whole-pose features (Table 4)", [("hard", "all", "pooled_clip", "dsta")]),
     ("TD matters more than SD (Table 4)", [("hard", "all", "sd_only", "td_only")]),
     ("decoupled beats coupled (Table 4)", [("hard", "all", "coupled", "dsta")]),
-    ("more auxiliary frames help (Table 6)", [("hard", "all", "frames_1", "dsta"), ("hard", "all", "dsta", "frames_4")]),
+    ("more auxiliary frames help (Table 6)",
+     [("hard", "all", "frames_1", "dsta"), ("hard", "all", "dsta", "frames_4")]),
 ]  # fmt: skip
 
 
@@ -95,8 +96,8 @@ def _claims_lines(rows) -> list[str]:
     for claim, pairs in CLAIMS:
         if pairs == "gap_of_gaps":
             mean, se, n = _gap_of_gaps(rows)
-            lines.append(f"| {claim} | (DSTA - image) on rescuable - on clean = {mean:+.1f} ± {se:.1f} (n={n} seeds) | "
-                         f"{verdict(mean, se)} |")  # fmt: skip
+            lines.append(f"| {claim} | (DSTA - image) on rescuable - on clean = {mean:+.1f} ± {se:.1f} "
+                         f"(n={n} seeds) | {verdict(mean, se)} |")  # fmt: skip
             continue
         parts, verdicts = [], []
         for level, subset, worse, better in pairs:
@@ -129,14 +130,16 @@ def _benchmark_lines(bench: dict) -> list[str]:
              "any event |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for level, b in bench.items():
         lines.append(f"| {level} | {b['difficulty']} | {b['key_joints']} | {b['corrupted']:.1%} | {b['hidden']:.1%} | "
-                     f"{b['blurred']:.1%} | {b['defocused']:.1%} | **{b['rescuable_1']:.1%}** | {b['rescuable_2']:.1%} | "
+                     f"{b['blurred']:.1%} | {b['defocused']:.1%} | **{b['rescuable_1']:.1%}** | "
+                     f"{b['rescuable_2']:.1%} | "
                      f"{b['motion_median']:.2f} ({b['motion_q1']:.2f}-{b['motion_q3']:.2f}), {b['motion_p90']:.2f} | "
                      f"{b['frame_rates']['any']:.1%} |")  # fmt: skip
     return lines
 
 
 def _difficulty_lines(rows, bench) -> list[str]:
-    lines = ["| level (rescuable at ±1) | model | all joints | rescuable joints | clean joints |", "|---|---|---|---|---|"]
+    lines = ["| level (rescuable at ±1) | model | all joints | rescuable joints | clean joints |",
+             "|---|---|---|---|---|"]
     for level in LEVEL_ORDER:
         share = f" ({bench[level]['rescuable_1']:.0%})" if level in bench else ""
         for v in ("image", "dsta"):
@@ -144,7 +147,8 @@ def _difficulty_lines(rows, bench) -> list[str]:
             lines.append(f"| {level}{share} | {v} | " + " | ".join(cells) + " |")
         gaps = []
         for s in SUBSETS:
-            diff, se = compare(list(_values(rows, level, "image", s).values()), list(_values(rows, level, "dsta", s).values()))
+            diff, se = compare(list(_values(rows, level, "image", s).values()),
+                               list(_values(rows, level, "dsta", s).values()))
             gaps.append(f"{diff:+.1f} ± {se:.1f}: {verdict(diff, se)}" if math.isfinite(diff) else "not run")
         lines.append(f"| {level} | DSTA - image | " + " | ".join(gaps) + " |")
     return lines
@@ -200,7 +204,8 @@ def _plot(rows, bench: dict, path: Path) -> None:
 
 CSV_COLUMNS = ["variant", "level", "difficulty", "seed", "epochs", "steps", "train_s", "torch_threads", "params_M",
                "rescuable_share", *AP_COLUMNS, *(f"rescuable_{k}" for k in AP_COLUMNS),
-               *(f"clean_{k}" for k in AP_COLUMNS), "all_gt_joints", "rescuable_gt_joints", "clean_gt_joints"]  # fmt: skip
+               *(f"clean_{k}" for k in AP_COLUMNS), "all_gt_joints", "rescuable_gt_joints",
+               "clean_gt_joints"]  # fmt: skip
 
 
 def report(out="runs/experiments", doc=REPO / "docs" / "experiments.md") -> str:
@@ -217,8 +222,9 @@ def report(out="runs/experiments", doc=REPO / "docs" / "experiments.md") -> str:
     bench = _benchmark(out)
     _plot(rows, bench, doc.with_suffix(".png"))
     d, pre = protocol.DATA, protocol.PRETRAIN
-    md = [_HEADER.format(levels=", ".join(f"{k} {v}" for k, v in protocol.LEVELS.items()), epochs=protocol.STAGE2_EPOCHS,
-                         pre_videos=pre["videos"], pre_diff=pre["difficulty"], **d),  # fmt: skip
+    levels = ", ".join(f"{k} {v}" for k, v in protocol.LEVELS.items())
+    md = [_HEADER.format(levels=levels, epochs=protocol.STAGE2_EPOCHS, pre_videos=pre["videos"],
+                         pre_diff=pre["difficulty"], **d),
           "## The benchmark: what each level asks (val split, data seed 0, `benchmark_stats.py`)", "",
           *_benchmark_lines(bench), "", _BENCH_NOTE, "",
           "## Results", "", "![AP against difficulty](experiments.png)", "",
@@ -227,8 +233,8 @@ def report(out="runs/experiments", doc=REPO / "docs" / "experiments.md") -> str:
           *_difficulty_lines(rows, bench), ""]  # fmt: skip
     for table in TABLES[1:]:
         md += _ablation_lines(rows, table)
-    md += ["## Verdicts", "", "A claim *holds* when the mean difference is more than two standard errors (Welch) in its "
-           "direction, is *reversed* when it is that far the other way, and is *within noise* otherwise.", "",
+    md += ["## Verdicts", "", "A claim *holds* when the mean difference is more than two standard errors (Welch) in "
+           "its direction, is *reversed* when it is that far the other way, and is *within noise* otherwise.", "",
            *_claims_lines(rows), "", _FOOTER]  # fmt: skip
     text = "\n".join(md) + "\n"
     doc.write_text(text, encoding="utf-8")

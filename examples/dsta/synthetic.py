@@ -100,8 +100,8 @@ def _event_schedule(rng, frames: int, difficulty: float, people: list) -> list[d
                 size = p["height"] * rng.uniform(0.3, 0.5, 2)
                 vel = rng.choice([-1.0, 1.0]) * size[0] * rng.uniform(0.8, 1.2)
                 pick = p["joints"][min(t0 + dur // 2, frames - 1)][int(rng.choice(_ANNOTATED))]
-                shape = {"size": size, "angle": rng.uniform(-30, 30), "kind": "box" if rng.random() < 0.5 else "ellipse",
-                         "texture": texture(rng, 32, 32)}  # fmt: skip
+                shape = {"size": size, "angle": rng.uniform(-30, 30),
+                         "kind": "box" if rng.random() < 0.5 else "ellipse", "texture": texture(rng, 32, 32)}
                 for k in range(min(dur, frames - t0)):
                     centre = (pick[0] + vel * (k - (dur - 1) / 2), pick[1])
                     sched[t0 + k]["occluders"].append({**shape, "centre": centre})
@@ -165,7 +165,8 @@ def _make_video(job: dict) -> dict:
         ground = H * (0.55 + 0.42 * (h / H - 0.45) / 0.4) + rng.uniform(-0.04, 0.04) * H
         J, yaw, mode = make_poses(rng, T, h, ground, W)
         people.append({"track_id": k, "height": h, "ground": ground, "joints": J, "yaw": yaw, "mode": mode,
-                       "style": person_style(rng, h), "thr": np.array([pckh_threshold(J[t]) for t in range(T)])})  # fmt: skip
+                       "style": person_style(rng, h),
+                       "thr": np.array([pckh_threshold(J[t]) for t in range(T)])})  # fmt: skip
     order = sorted(range(len(people)), key=lambda i: people[i]["ground"])  # far (higher in the image) first
     crowd = []
     if rng.random() < 0.1 + 0.8 * diff:
@@ -221,7 +222,8 @@ def _make_video(job: dict) -> dict:
             if ev[kind]:
                 img = apply_corruption(img, kind, ev[kind], rng)
         flags.append({"occluder": bool(ev["occluders"]), "motion_blur": bool(ev["limbs"]),
-                      "defocus": bool(ev["sigma"] > 0), "low_light": bool(ev["low_light"] > 0), "noise": bool(ev["noise"] > 0)})  # fmt: skip
+                      "defocus": bool(ev["sigma"] > 0), "low_light": bool(ev["low_light"] > 0),
+                      "noise": bool(ev["noise"] > 0)})  # fmt: skip
         cv2.imwrite(str(img_dir / f"{t:06d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         for i, p in enumerate(people):
             pts = p["joints"][t]
@@ -423,7 +425,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="base seed; clip i is drawn from (seed, split, i) "
                     "(default %(default)s)")  # fmt: skip
     ap.add_argument("--split", default="train", choices=["train", "val", "test", "pretrain"],
-                    help="split name; the same seed gives other clips in another split (default %(default)s)")  # fmt: skip
+                    help="split name; the same seed gives other clips in another split "
+                    "(default %(default)s)")  # fmt: skip
     ap.add_argument("--size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"),
                     help="frame height and width in pixels (default: 192 256)")  # fmt: skip
     ap.add_argument("--people", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"),
