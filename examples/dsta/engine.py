@@ -28,10 +28,10 @@ from dsta.model import MODEL_DEFAULTS, build_model
 from torch.utils.data import Dataset, Sampler
 from dsta.transforms import AugmentConfig
 
-__all__ = ["DEFAULTS", "load_config", "apply_overrides", "DistInfo", "init_distributed", "cleanup_distributed",
-           "seed_everything", "get_rng_state", "set_rng_state", "ConfigError", "EpochSampler", "ShardSampler", "SeededClips",
-           "IndexedClips", "make_clips", "save_checkpoint", "load_checkpoint", "write_metrics", "atomic_write_text",
-           "amp_settings", "NonFiniteLossError", "read_checkpoint", "CheckpointError"]  # fmt: skip
+__all__ = ["DEFAULTS", "ConfigError", "load_config", "apply_overrides", "DistInfo", "init_distributed",
+           "cleanup_distributed", "seed_everything", "get_rng_state", "set_rng_state", "EpochSampler", "ShardSampler",
+           "SeededClips", "IndexedClips", "make_clips", "save_checkpoint", "read_checkpoint", "load_checkpoint",
+           "CheckpointError", "write_metrics", "atomic_write_text", "amp_settings", "NonFiniteLossError"]  # fmt: skip
 
 DEFAULTS = {
     **copy.deepcopy(MODEL_DEFAULTS),

@@ -99,7 +99,8 @@ def evaluate_split(model, cfg: dict, info: engine.DistInfo, out_dir, *, split: s
     t = cfg["train"]
     report: dict = {}
     predictions = predict(model, clips, info, batch_size=batch_size or t["val_batch_size"],
-                          workers=cfg["data"]["workers"], amp=t["amp"] if amp is None else amp, report=report)  # fmt: skip
+                          workers=cfg["data"]["workers"], amp=t["amp"] if amp is None else amp,
+                          report=report)  # fmt: skip
     notes = [clips.drop_summary()] if clips.drop_summary() else []
     if report["skipped"]:
         notes.append(f"skipped {report['skipped']} of {len(clips)} clips with unreadable images "

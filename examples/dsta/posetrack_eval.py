@@ -47,8 +47,8 @@ from dsta.posetrack_io import (
     parse_videos,
 )  # fmt: skip
 
-__all__ = ["EvaluationWarning", "evaluate", "evaluate_videos", "match_frame", "head_size", "points_in_polygon", "compute_rpc", "voc_ap",
-           "COLUMNS", "MIN_SCORE", "main"]  # fmt: skip
+__all__ = ["EvaluationWarning", "evaluate", "evaluate_videos", "match_frame", "head_size", "points_in_polygon",
+           "compute_rpc", "voc_ap", "COLUMNS", "MIN_SCORE", "main"]  # fmt: skip
 
 MIN_SCORE = -9999.0  # poseval's fallback for a predicted joint without a score
 DIST_THRESH = 0.5  # PCKh@0.5

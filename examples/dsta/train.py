@@ -92,11 +92,13 @@ def check_resume(saved: dict, cfg: dict, ckpt: dict, world_size: int) -> list[st
     t_old, t_new = saved.get("train", {}), cfg["train"]
     if int(t_old.get("seed", t_new["seed"])) != int(t_new["seed"]):
         raise ResumeError(f"resume: the checkpoint was trained with train.seed={t_old['seed']}, this run asks for "
-                          f"train.seed={t_new['seed']}; the seed fixes every epoch's sample order and augmentation")  # fmt: skip
+                          f"train.seed={t_new['seed']}; the seed fixes every epoch's sample order and "
+                          "augmentation")  # fmt: skip
     mid_epoch = ckpt.get("epoch_step", 0) > 0 and not ckpt.get("pending_record")
     if mid_epoch and ckpt["rng"]["world_size"] != world_size:
         raise ResumeError(f"resume: the checkpoint stopped mid-epoch with {ckpt['rng']['world_size']} process(es), "
-                          f"this run has {world_size}; resume with {ckpt['rng']['world_size']}, or from an epoch's end")  # fmt: skip
+                          f"this run has {world_size}; resume with {ckpt['rng']['world_size']}, or from an epoch's "
+                          "end")  # fmt: skip
     lines = []
     for section in ("train", "data"):
         for key in sorted(set(saved.get(section, {})) | set(cfg[section])):
@@ -259,7 +261,8 @@ class Trainer:
                      weight_decay=float(t["weight_decay"]))  # fmt: skip
         sch._last_lr = [now] * len(sch.base_lrs)
         self.log(f"resume: schedule applied: lr {lr:g}, milestones {milestones}, gamma {gamma:g} -> lr {now:.3g} "
-                 f"after {sch.last_epoch} epoch(s); betas {tuple(t['betas'])}, weight_decay {t['weight_decay']}")  # fmt: skip
+                 f"after {sch.last_epoch} epoch(s); betas {tuple(t['betas'])}, "
+                 f"weight_decay {t['weight_decay']}")  # fmt: skip
 
     def checkpoint(self) -> dict:
         """The checkpoint dict (tensors and plain Python types only; rank 0's model; every rank's RNG)."""
@@ -416,7 +419,8 @@ class Trainer:
         if skipped:
             self.log(f"epoch {epoch}: skipped {skipped} training clip(s) with unreadable images (first: {first})")
         record = {"epoch": epoch, "step": s["step"], "lr": self.optimizer.param_groups[0]["lr"],
-                  "train_loss": loss_sum / max(loss_count, 1), "epoch_time_s": round(seconds, 3), "skipped_clips": skipped,
+                  "train_loss": loss_sum / max(loss_count, 1), "epoch_time_s": round(seconds, 3),
+                  "skipped_clips": skipped,
                   "dropped_persons": sum(self.clips.stats["dropped_persons"].values())}  # fmt: skip
         self.scheduler.step()
         s.update(epoch=epoch, epoch_step=0, epoch_sample=0, epoch_loss=[0.0, 0], epoch_skipped=[0, None],
@@ -436,7 +440,8 @@ class Trainer:
                                     boxes=d["val_boxes"])  # fmt: skip
             if result is not None:
                 record.update({k: result[k] for k in AP_COLUMNS}, val_boxes=d["val_boxes"],
-                              val_skipped_clips=result["skipped_clips"], val_dropped_persons=result["dropped_persons"])  # fmt: skip
+                              val_skipped_clips=result["skipped_clips"],
+                              val_dropped_persons=result["dropped_persons"])  # fmt: skip
                 total, best = result["Total"], s["best_metric"]
                 is_best = math.isfinite(total) and (best is None or total > best)
                 if is_best:
