@@ -9,7 +9,7 @@ q, k, v are views of one packed `[B, F, N, 3, H, D]` projection, as a qkv Linear
     python benchmarks/bench_cpu_local_vs_global.py --batch 32 --frames 3 --record
 
 Two runs, each timed round-robin (median, p20, p80 over --reps rounds):
-  pair  stattn and sdpa-global only: the core issue's target (>= 8x). stattn's inputs stay as warm as
+  pair  stattn and sdpa-global only: the project's CPU target (>= 8x, docs/performance.md). stattn's inputs stay as warm as
         they are in a network, where q, k, v come straight from the qkv projection.
   all   the four providers below. The dense-reshape providers churn tens of MB between stattn calls,
         so stattn, which is memory-bound (it reads q, k, v once), finds its inputs cold; SDPA global
@@ -127,7 +127,7 @@ def main() -> None:
                          **{k: round(x, 4) for k, x in t.items()}, "speedup_vs_global": round(speedup, 3)})  # fmt: skip
         ratios[run] = base / timings["stattn"]["median_ms"]
     verdict = "meets" if ratios["pair"] >= 8 else "MISSES"
-    print(f"\nstattn vs SDPA global: {ratios['pair']:.2f}x interleaved as a pair ({verdict} the core issue's 8x "
+    print(f"\nstattn vs SDPA global: {ratios['pair']:.2f}x interleaved as a pair ({verdict} the CPU target's 8x "
           f"target); {ratios['all']:.2f}x with all four providers interleaved (inputs cold)")  # fmt: skip
     if args.record:
         path = RESULTS / f"{env['device']}.csv"

@@ -192,10 +192,10 @@ def _median(rows: list[dict], provider: str, **case) -> float | None:
 
 
 def print_targets(rows: list[dict], device: torch.device) -> None:
-    """The fused-block issue's targets, checked on the whole head (JFD + STD + heads). The extra JFD and
+    """The fused block's performance targets (docs/performance.md, GPU), checked on the whole head (JFD + STD + heads). The extra JFD and
     head work is the same for every provider, so it can only shrink a ratio or add latency: a target met
     here is met by the STD module alone."""
-    print("\ntargets (fused block issue, H100; checked on the whole head, which is conservative):")
+    print("\ntargets (fused block, H100; checked on the whole head, which is conservative):")
     if device.type != "cuda":
         print("  GPU targets: not measured on this device (CUDA only)")
         return

@@ -1,4 +1,4 @@
-"""An eager port of the official DSTA head, written from its description (dsta_spec.md section 1).
+"""An eager port of the official DSTA head, written from its description (docs/official_code.md §1).
 
 This is the baseline users run today: the official code's data flow and layouts, re-written here (no
 code was copied), so the benchmarks can time it next to stattn on the same weights.

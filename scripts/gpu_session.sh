@@ -5,7 +5,7 @@
 # copy the CSVs into benchmarks/results/ and commit them.
 #
 #   bash scripts/gpu_session.sh tests      # GPU test tiers: kernels, fused block (~5 min)
-#   bash scripts/gpu_session.sh targets    # the performance targets of the kernels and fused-block issues
+#   bash scripts/gpu_session.sh targets    # the performance targets (docs/performance.md, GPU)
 #   bash scripts/gpu_session.sh sweep      # the attention sweep, fp32 and bf16, non-compiled providers
 #   bash scripts/gpu_session.sh head       # the DSTA head, every provider
 set -euo pipefail

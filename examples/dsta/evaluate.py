@@ -5,7 +5,7 @@
         --det-file data/posetrack17/val_boxes.json --det-thr 0.2 --out eval_det
     torchrun --nproc_per_node 4 examples/dsta/evaluate.py --checkpoint best.pt --split val --out eval
 
-Predictions follow DSTA's post-processing (dsta_spec.md §4.3): detection boxes with score >= det_thr,
+Predictions follow DSTA's post-processing (docs/official_code.md §6): detection boxes with score >= det_thr,
 no NMS, joint score = joint confidence (mean of 1 - sigma) x box score (1 for GT boxes), no flip test.
 Writes OUT/predictions/<one file per GT video>.json (PoseTrack18 layout, every GT frame listed) and
 OUT/results.json (AP columns, per joint, counts), and prints the poseval table. Clips with an unreadable

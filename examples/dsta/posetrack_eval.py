@@ -6,7 +6,7 @@ GT_DIR holds one annotation file per video (PoseTrack17 `annolist` or PoseTrack1
 the prediction file of the same name for each (either format; `posetrack_io.write_predictions` writes
 them). Prints Head / Shoulder / Elbow / Wrist / Hip / Knee / Ankle / Total AP in percent.
 
-The rules, in poseval's order (dsta_spec.md §4.1), each implemented below:
+The rules, in poseval's order (docs/official_code.md §6), each implemented below:
 
 1. files pair by name; frame i of a prediction file is frame i of its GT file (counts must agree);
 2. GT frames without persons (unlabeled frames) are dropped with their predictions;

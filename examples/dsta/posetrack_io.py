@@ -6,7 +6,7 @@ What poseval would see is kept exactly: which joints *exist* (`Person.present`),
 box, the ignore polygons and the frame order of the file. The evaluator (`posetrack_eval.py`) and the
 data pipeline (`data.py`) both start from this form.
 
-Formats (dsta_spec.md §3.1):
+Formats (docs/official_code.md §4):
 
 - PoseTrack17 `{"annolist": [frame, ...]}`: per frame `image[0].name`, `annorect` persons with the head box
   `x1 y1 x2 y2`, `track_id`, `annopoints[0].point` = [{id, x, y, score?, is_visible?}] in poseval's

@@ -1,7 +1,7 @@
 """Person crops for DSTA: box -> centre/scale, one affine crop for every frame of a clip, training
 augmentation, regression targets, and the inverse map from crop to image coordinates.
 
-Conventions (dsta_spec.md §3.3, as in the DSTA / DCPose / HRNet code):
+Conventions (docs/official_code.md §4, as in the DSTA / DCPose / HRNet code):
 
 - `center` `[2]` pixels, `scale` `[2]` = box (w, h) / 200, enlarged to aspect w/h = 0.75 and by 1.25;
 - the crop maps a box of width `scale[0] * 200` around `center`, rotated by `rotation` degrees, onto

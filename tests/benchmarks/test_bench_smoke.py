@@ -84,7 +84,7 @@ def test_official_style_port_detects_a_wrong_weight():
 
 def test_official_style_internal_order_is_the_official_one():
     order = internal_order(POSETRACK.groups)
-    assert order[:15] == [2, 0, 1, 5, 7, 9, 6, 8, 10, 11, 13, 15, 12, 14, 16]  # dsta_spec.md section 1.2
+    assert order[:15] == [2, 0, 1, 5, 7, 9, 6, 8, 10, 11, 13, 15, 12, 14, 16]  # docs/official_code.md §2
     head = StattnHead(16, 3)
     head.std.aggregation = "concat"
     with pytest.raises(ValueError, match="weighted"):

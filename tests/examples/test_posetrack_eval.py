@@ -1,5 +1,5 @@
 """The PoseTrack AP evaluator (examples/dsta/posetrack_eval.py) against poseval's documented behaviour
-(dsta_spec.md §4.1) and the numbers official poseval gives on the real sample (§7)."""
+(docs/official_code.md §6) and the numbers official poseval gives on the real PoseTrack18 sample."""
 import copy
 import json
 import math

@@ -11,7 +11,7 @@ from stattn.skeletons import COCO17, POSETRACK
 
 from .helpers import randomize
 
-# Official DSTA internals (dsta_spec.md §1.2): internal token t holds COCO slot OFFICIAL_TOKENS[t];
+# Official DSTA internals (docs/official_code.md §2): internal token t holds COCO slot OFFICIAL_TOKENS[t];
 # output slot s takes internal token JOINT_ORDOR[s]; slots 3, 4 are never used.
 OFFICIAL_TOKENS = [2, 0, 1, 5, 7, 9, 6, 8, 10, 11, 13, 15, 12, 14, 16, 3, 4]
 JOINT_ORDOR = [1, 2, 0, 0, 0, 3, 6, 4, 7, 5, 8, 9, 12, 10, 13, 11, 14]
