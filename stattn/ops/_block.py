@@ -143,11 +143,13 @@ def _check(op, x, weights, kind, window, causal, num_heads, eps) -> BlockWeights
         layout = "[B, F, N, C]" if kind == "temporal" else "[B, F, N, C] or [B, N, C]"
         raise ValueError(f"{op}: x must be {layout} for kind={kind!r}, got shape {tuple(x.shape)}")
     C = x.shape[-1]
-    if isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral) or num_heads <= 0 or C % num_heads:
+    if type(num_heads) is not int and (isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral)):
+        raise ValueError(f"{op}: num_heads must be a positive int dividing the {C} channels, got {num_heads!r}")
+    if num_heads <= 0 or C % num_heads:
         raise ValueError(f"{op}: num_heads must be a positive int dividing the {C} channels, got {num_heads!r}")
     if window is not None and (isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 0):
         raise ValueError(f"{op}: window must be a non-negative int or None, got {window!r}")
-    if not isinstance(causal, bool):
+    if causal is not True and causal is not False:
         raise ValueError(f"{op}: causal must be a bool, got {causal!r}")
     if kind == "grouped" and (window is not None or causal):
         raise ValueError(f"{op}: window and causal apply to kind='temporal' only")
@@ -156,20 +158,18 @@ def _check(op, x, weights, kind, window, causal, num_heads, eps) -> BlockWeights
     if len(weights) != len(_NAMES):
         raise ValueError(f"{op}: weights must hold {len(_NAMES)} tensors ({', '.join(_NAMES)}), got {len(weights)}")
     weights = BlockWeights(*weights)
-    tensors = [w for w in weights if w is not None]
-    if not all(isinstance(w, torch.Tensor) for w in tensors) or weights.fc1_w.dim() != 2:
-        raise ValueError(f"{op}: weights must be tensors ({', '.join(_NAMES)}; qkv_b may be None)")
-    hidden = weights.fc1_w.shape[0]
+    fc1 = weights.fc1_w
+    hidden = fc1.shape[0] if isinstance(fc1, torch.Tensor) and fc1.dim() == 2 else -1
     shapes = ((C,), (C,), (3 * C, C), (3 * C,), (C, C), (C,), (C,), (C,), (hidden, C), (hidden,), (C, hidden), (C,))
-    if tuple(None if w is None else tuple(w.shape) for w in weights) != tuple(
-        None if w is None else s for w, s in zip(weights, shapes)
-    ):
-        name, w, want = next((n, w, s) for n, w, s in zip(_NAMES, weights, shapes) if w is not None and w.shape != s)
-        raise ValueError(f"{op}: weight {name} must be {list(want)} for {C} channels, got {tuple(w.shape)}")
     dtype, device = x.dtype, x.get_device()
-    if not all(w.dtype is dtype and w.get_device() == device for w in tensors):
-        name, w = next((n, w) for n, w in zip(_NAMES, weights) if w is not None and (w.dtype, w.device) != (x.dtype, x.device))
-        raise ValueError(f"{op}: parameter {name} is {w.dtype} on {w.device}, x is {x.dtype} on {x.device}")
+    for name, w, want in zip(_NAMES, weights, shapes):
+        if w is None and name == "qkv_b":
+            continue
+        if not isinstance(w, torch.Tensor) or w.shape != want:
+            got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+            raise ValueError(f"{op}: weight {name} must be [{', '.join(map(str, want))}] for {C} channels, got {got}")
+        if w.dtype is not dtype or w.get_device() != device:
+            raise ValueError(f"{op}: parameter {name} is {w.dtype} on {w.device}, x is {x.dtype} on {x.device}")
     return weights
 
 
