@@ -285,7 +285,9 @@ class LocalAwarenessBlock(nn.Module):
         fused: run the block as one :func:`stattn.ops.local_block` op call, whose Triton
             implementation is the whole-block kernel (one launch for LN, QKV, attention, projection,
             MLP and both residuals). None (default): on CUDA in eval mode, when dispatch picks the
-            kernel for the call (:func:`stattn.nn.fused.fusion_reasons` says why not); True: on every
+            kernel for the call (:func:`stattn.nn.fused.fusion_reasons` says why not), and in
+            inference without autograd elsewhere, where the op's composed path computes what the
+            modules compute without their per-module call overhead; True: on every
             call (training without dropout included), with ``backend`` (or ``STATTN_BACKEND``) choosing
             the op's implementation, default ``"triton"``, and a call it cannot run raises; False:
             never. Gradients through the kernel come from recomputing the op's reference.

@@ -159,7 +159,9 @@ def _check(op, x, weights, kind, window, causal, num_heads, eps) -> BlockWeights
         raise ValueError(f"{op}: weights must hold {len(_NAMES)} tensors ({', '.join(_NAMES)}), got {len(weights)}")
     weights = BlockWeights(*weights)
     fc1 = weights.fc1_w
-    hidden = fc1.shape[0] if isinstance(fc1, torch.Tensor) and fc1.dim() == 2 else -1
+    if not isinstance(fc1, torch.Tensor) or fc1.dim() != 2:
+        raise ValueError(f"{op}: weight fc1_w must be a [HID, {C}] tensor, got {getattr(fc1, 'shape', type(fc1).__name__)}")
+    hidden = fc1.shape[0]
     shapes = ((C,), (C,), (3 * C, C), (3 * C,), (C, C), (C,), (C,), (C,), (hidden, C), (hidden,), (C, hidden), (C,))
     dtype, device = x.dtype, x.get_device()
     for name, w, want in zip(_NAMES, weights, shapes):
