@@ -85,7 +85,8 @@ def op_cases(frames: int, calls: int) -> list[tuple[str, dict]]:
         a, b, c = inputs
         ka, kb, kc = a[:, key], b[:, key], c[:, key]
         fns = {
-            "temporal": {"stattn": lambda: temporal_attention(a, b, c), "eager": lambda: _eager_attention(a, b, c, True)},
+            "temporal": {"stattn": lambda: temporal_attention(a, b, c),
+                         "eager": lambda: _eager_attention(a, b, c, True)},
             "grouped": {"stattn": lambda: grouped_attention(ka, kb, kc, POSETRACK),
                         "eager": lambda: _eager_attention(ka, kb, kc, False)},
         }  # fmt: skip

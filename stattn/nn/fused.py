@@ -23,8 +23,10 @@ def block_weights(block: nn.Module) -> ops.BlockWeights:
     m, a = block._modules, block._modules["attn"]._modules
     n1, n2, mlp = m["norm1"]._parameters, m["norm2"]._parameters, m["mlp"]._modules
     qkv, proj, fc1, fc2 = a["qkv"]._parameters, a["proj"]._parameters, mlp["fc1"]._parameters, mlp["fc2"]._parameters
-    return ops.BlockWeights(n1["weight"], n1["bias"], qkv["weight"], qkv["bias"], proj["weight"], proj["bias"],
-                            n2["weight"], n2["bias"], fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"])  # fmt: skip
+    return ops.BlockWeights(
+        n1["weight"], n1["bias"], qkv["weight"], qkv["bias"], proj["weight"], proj["bias"],
+        n2["weight"], n2["bias"], fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"],
+    )  # fmt: skip
 
 
 def op_meta(block: nn.Module) -> dict:
@@ -67,7 +69,7 @@ def block_reasons(block: nn.Module) -> list[str]:
     act = modules[9]
     if type(act) is nn.GELU and act.approximate != "none":
         out.append("the MLP activation is not exact GELU")
-    if block._forward_hooks or block._forward_pre_hooks or any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+    if any(m._forward_hooks or m._forward_pre_hooks for m in (block, *modules)):
         out.append("a submodule has forward hooks (one op call would skip them)")
     if block.training and (modules[5].p > 0 or modules[4].p > 0 or modules[10].p > 0):
         out.append("training with dropout / drop path (the op has none)")
@@ -78,7 +80,9 @@ def block_reasons(block: nn.Module) -> list[str]:
 
 def needs_autograd(block: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``block(x)`` records an autograd graph (x or a parameter takes a gradient)."""
-    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block_weights(block) if p is not None))
+    if not torch.is_grad_enabled():
+        return False
+    return x.requires_grad or any(p is not None and p.requires_grad for p in block_weights(block))
 
 
 def fusion_reasons(block: nn.Module, x: torch.Tensor) -> list[str]:

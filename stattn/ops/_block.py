@@ -160,7 +160,8 @@ def _check(op, x, weights, kind, window, causal, num_heads, eps) -> BlockWeights
     weights = BlockWeights(*weights)
     fc1 = weights.fc1_w
     if not isinstance(fc1, torch.Tensor) or fc1.dim() != 2:
-        raise ValueError(f"{op}: weight fc1_w must be a [HID, {C}] tensor, got {getattr(fc1, 'shape', type(fc1).__name__)}")
+        got = getattr(fc1, "shape", type(fc1).__name__)
+        raise ValueError(f"{op}: weight fc1_w must be a [HID, {C}] tensor, got {got}")
     hidden = fc1.shape[0]
     shapes = ((C,), (C,), (3 * C, C), (3 * C,), (C, C), (C,), (C,), (C,), (hidden, C), (hidden,), (C, hidden), (C,))
     dtype, device = x.dtype, x.get_device()
@@ -180,7 +181,9 @@ def _partition(op: str, groups, num_tokens: int) -> tuple[tuple[int, ...], ...]:
         raise ValueError(f"{op}: kind='grouped' needs groups (a Skeleton or a partition of range(N))")
     if isinstance(groups, Skeleton):
         if groups.num_joints != num_tokens:
-            raise ValueError(f"{op}: skeleton {groups.name!r} has {groups.num_joints} joints, x has {num_tokens} tokens")
+            raise ValueError(
+                f"{op}: skeleton {groups.name!r} has {groups.num_joints} joints, x has {num_tokens} tokens"
+            )
         return groups.groups
     if isinstance(groups, tuple):  # a layer's own groups: validated once
         try:

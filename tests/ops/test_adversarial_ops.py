@@ -21,8 +21,8 @@ def _backends():
     out = [pytest.param("reference")]
     out.append(pytest.param("native", marks=pytest.mark.skipif(native.compiler() is None, reason="no C compiler")))
     triton_ok = _dispatch.interpreter_enabled() and _dispatch.triton_import_error() is None
-    out.append(pytest.param("triton", marks=[pytest.mark.interpreter,
-                                             pytest.mark.skipif(not triton_ok, reason="needs TRITON_INTERPRET=1")]))  # fmt: skip
+    needs = pytest.mark.skipif(not triton_ok, reason="needs TRITON_INTERPRET=1")
+    out.append(pytest.param("triton", marks=[pytest.mark.interpreter, needs]))
     return out
 
 

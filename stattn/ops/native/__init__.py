@@ -211,7 +211,8 @@ def _group_tables(group_index: tuple[int, ...], group_sizes: tuple[int, ...]):
 def _loaded(heads: int, head_dim: int) -> ctypes.CDLL:
     lib = _LIBS.get((heads, head_dim))
     if lib is None:  # the dispatcher builds it before choosing this backend
-        raise RuntimeError(f"stattn native kernel for H={heads}, D={head_dim} is not built: {build_error(heads, head_dim)}")
+        why = build_error(heads, head_dim)
+        raise RuntimeError(f"stattn native kernel for H={heads}, D={head_dim} is not built: {why}")
     return lib
 
 
