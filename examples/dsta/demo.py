@@ -38,8 +38,9 @@ HERE = Path(__file__).resolve().parent
 
 import cv2
 from dsta import benchmark_stats
-from dsta import engine
+from dsta.config import load_config
 from dsta.cli import add_device_argument
+from dsta.distributed import init_distributed
 from dsta import evaluate
 from dsta import infer_video
 from dsta import posetrack_eval
@@ -155,7 +156,7 @@ def run_demo(out="runs/demo", *, quick: bool = False, seed: int = 0, epochs: int
     data = out / "data"
     cache = Path(cache) if cache else out / "stage1"
     timings: dict = {}
-    info = engine.init_distributed(device)
+    info = init_distributed(device)
     epochs = int(epochs or (1 if quick else protocol.STAGE2_EPOCHS))
 
     # 1. data -------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def run_demo(out="runs/demo", *, quick: bool = False, seed: int = 0, epochs: int
     common = protocol.stage2_overrides(data, stage1["backbone"], epochs=epochs, seed=seed, quick=quick)
     runs: dict = {}
     for i, (key, (label, sets)) in enumerate(MODELS.items()):
-        cfg = engine.load_config(CONFIG, common + sets)
+        cfg = load_config(CONFIG, common + sets)
         print(f"[3/6] stage 2: training {label} from the stage-1 backbone ({i + 1}/2) -> {out / key}", flush=True)
         t0 = time.perf_counter()
         trainer = _RecordingTrainer(cfg, out / key, info)

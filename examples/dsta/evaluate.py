@@ -21,8 +21,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from dsta import engine
+from dsta.checkpoint import CheckpointError
 from dsta.cli import add_device_argument
+from dsta.config import ConfigError
+from dsta.distributed import DistInfo, all_gather, broadcast, cleanup_distributed, init_distributed
+from dsta.loaders import IndexedClips, ShardSampler, make_clips
 import numpy as np
 from dsta import posetrack_eval
 from dsta import posetrack_write
@@ -33,12 +36,13 @@ from dsta.pipeline import InferenceError, load_model  # the example's one model 
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from dsta.transforms import crop_to_image
+from dsta.utils import amp_settings, atomic_write_text, jsonable
 
 __all__ = ["predict", "evaluate_split", "load_model", "main"]
 
 
 @torch.no_grad()
-def predict(model, clips, info: engine.DistInfo, batch_size: int = 64, workers: int = 2, amp=False,
+def predict(model, clips, info: DistInfo, batch_size: int = 64, workers: int = 2, amp=False,
             progress: bool = True, report: dict | None = None) -> dict:  # fmt: skip
     """Run `model` over `clips` (this rank's shard) and gather everything on rank 0.
 
@@ -49,9 +53,9 @@ def predict(model, clips, info: engine.DistInfo, batch_size: int = 64, workers: 
     """
     was_training = model.training
     model.eval()
-    enabled, dtype, _ = engine.amp_settings(amp, info.device)
-    loader = DataLoader(engine.IndexedClips(clips), batch_size=batch_size, collate_fn=collate_clips,
-                        sampler=engine.ShardSampler(len(clips), info.rank, info.world_size), num_workers=workers,
+    enabled, dtype, _ = amp_settings(amp, info.device)
+    loader = DataLoader(IndexedClips(clips), batch_size=batch_size, collate_fn=collate_clips,
+                        sampler=ShardSampler(len(clips), info.rank, info.world_size), num_workers=workers,
                         pin_memory=info.device.type == "cuda", generator=torch.Generator())  # fmt: skip
     w, h = clips.image_size
     rows, skipped, unreadable = [], 0, []
@@ -75,10 +79,10 @@ def predict(model, clips, info: engine.DistInfo, batch_size: int = 64, workers: 
             rows.append((m["index"], m["file_name"], person))
     model.train(was_training)
     if report is not None:
-        parts = engine.all_gather((skipped, unreadable), info)
+        parts = all_gather((skipped, unreadable), info)
         report["skipped"] = sum(n for n, _ in parts)
         report["unreadable"] = [m for _, ms in parts for m in ms][:5]
-    gathered = engine.all_gather(rows, info)
+    gathered = all_gather(rows, info)
     if not info.is_main:
         return {}
     predictions: dict = {}
@@ -87,7 +91,7 @@ def predict(model, clips, info: engine.DistInfo, batch_size: int = 64, workers: 
     return predictions
 
 
-def evaluate_split(model, cfg: dict, info: engine.DistInfo, out_dir, *, split: str = "val", boxes: str = "gt",
+def evaluate_split(model, cfg: dict, info: DistInfo, out_dir, *, split: str = "val", boxes: str = "gt",
                    det_file=None, det_thr=None, ann=None, batch_size=None, amp=None) -> dict | None:  # fmt: skip
     """Predict a split, write PoseTrack18 files to `out_dir/predictions`, evaluate them (rank 0).
 
@@ -95,7 +99,7 @@ def evaluate_split(model, cfg: dict, info: engine.DistInfo, out_dir, *, split: s
         (all ranks) the `posetrack_eval.evaluate` result, or None when the split has no GT poses; with
         "skipped_clips", "dropped_persons" and "notes" (what was skipped or dropped, in words).
     """
-    clips, videos = engine.make_clips(cfg, split, train=False, boxes=boxes, det_file=det_file, det_thr=det_thr, ann=ann)
+    clips, videos = make_clips(cfg, split, train=False, boxes=boxes, det_file=det_file, det_thr=det_thr, ann=ann)
     t = cfg["train"]
     report: dict = {}
     predictions = predict(model, clips, info, batch_size=batch_size or t["val_batch_size"],
@@ -117,8 +121,8 @@ def evaluate_split(model, cfg: dict, info: engine.DistInfo, out_dir, *, split: s
             result["skipped_clips"] = report["skipped"]
             result["dropped_persons"] = sum(clips.stats["dropped_persons"].values())
             result["notes"] = notes + result.get("warnings", [])
-            engine.atomic_write_text(Path(out_dir) / "results.json", json.dumps(engine.jsonable(result), indent=2))
-    return engine.broadcast(result, info)
+            atomic_write_text(Path(out_dir) / "results.json", json.dumps(jsonable(result), indent=2))
+    return broadcast(result, info)
 
 
 def main(argv=None) -> dict | None:
@@ -137,7 +141,7 @@ def main(argv=None) -> dict | None:
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. data.root=... (may repeat; later values win)")
     args = p.parse_args(argv)
-    info = engine.init_distributed(args.device.type)
+    info = init_distributed(args.device.type)
     try:
         model, cfg, ckpt = load_model(args.checkpoint, info.device, args.set)
         boxes = args.boxes or (cfg["data"]["val_boxes"] if args.split == "val" else "gt")
@@ -160,11 +164,11 @@ def main(argv=None) -> dict | None:
                 total = result["Total"]
                 print(f"Total AP {total:.2f}" if math.isfinite(total) else "Total AP nan")
         return result
-    except (engine.ConfigError, engine.CheckpointError, AnnotationError, InferenceError) as e:
+    except (ConfigError, CheckpointError, AnnotationError, InferenceError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     finally:
-        engine.cleanup_distributed()
+        cleanup_distributed()
 
 
 if __name__ == "__main__":

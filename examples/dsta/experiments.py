@@ -83,7 +83,7 @@ def _result_path(out: Path, level: str, variant: str, seed: int) -> Path:
 def run_one(out, variant: str, level: str, seed: int, *, quick: bool = False, threads: int = 1) -> dict:
     """Train and evaluate one (variant, level, seed) in this process from OUT/stage1's backbone (which
     `run` trains first); writes and returns its result dict."""
-    from dsta import engine, protocol, train  # noqa: PLC0415
+    from dsta import config, protocol, train, utils  # noqa: PLC0415
     from dsta.benchmark_stats import load_metadata  # noqa: PLC0415
     import torch  # noqa: PLC0415
     from dsta.model import count_parameters  # noqa: PLC0415
@@ -98,7 +98,7 @@ def run_one(out, variant: str, level: str, seed: int, *, quick: bool = False, th
     epochs = 1 if quick else protocol.STAGE2_EPOCHS
     common = protocol.stage2_overrides(root, backbone, epochs=epochs, seed=seed, quick=quick)
     common += [f"train.val_every={epochs}", "train.log_every=1000000"] + (["depth=1"] if quick else [])
-    cfg = engine.load_config(protocol.STAGE2_CONFIG, common + sets)
+    cfg = config.load_config(protocol.STAGE2_CONFIG, common + sets)
     run_dir = out / "runs" / level / variant / f"seed{seed}"
     t0 = time.perf_counter()
     result = train.train(cfg, run_dir)
@@ -116,7 +116,7 @@ def run_one(out, variant: str, level: str, seed: int, *, quick: bool = False, th
               "all_gt_joints": split["all"]["gt_joints"]}  # fmt: skip
     path = _result_path(out, level, variant, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    engine.atomic_write_text(path, json.dumps(engine.jsonable(record), indent=2))
+    utils.atomic_write_text(path, json.dumps(utils.jsonable(record), indent=2))
     return record
 
 

@@ -6,7 +6,7 @@
 
 The authors' trainer saves `{'begin_epoch', 'state_dict', 'optimizer', 'tensorboard_global_steps'}` with
 the parameter names of its one model class, `DSTA_STD_ResNet50` (ResNet-50, 256 x 192 crops, frames
--1, 0, +1; docs/official_code.md §1). `engine.load_checkpoint` recognises such a file by its content,
+-1, 0, +1; docs/official_code.md §1). `checkpoint.load_checkpoint` recognises such a file by its content,
 so every `--checkpoint` option takes it as it is; converting once only saves the optimizer's bytes.
 
 The model built is `configs/posetrack17_r50_3f.yaml`; every official tensor is mapped onto it:
@@ -38,7 +38,8 @@ import sys
 from pathlib import Path
 
 import torch
-from dsta import engine
+from dsta.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from dsta.config import load_config
 from dsta.model import build_model
 
 __all__ = ["OFFICIAL_JOINT_ORDER", "SLOT_TOKENS", "CONFIG", "is_official", "official_state_dict", "official_config",
@@ -89,18 +90,18 @@ def official_state_dict(obj) -> dict[str, torch.Tensor]:
     """The official `{name: tensor}` of a release dict or state dict, `module.` (DataParallel) removed."""
     sd = _unwrap(obj)
     if not isinstance(sd, dict):
-        raise engine.CheckpointError(f"expected an official DSTA state dict, got a {type(sd).__name__}")
+        raise CheckpointError(f"expected an official DSTA state dict, got a {type(sd).__name__}")
     out = {}
     for k, v in sd.items():
         if not isinstance(v, torch.Tensor):
-            raise engine.CheckpointError(f"official tensor {k!r} is a {type(v).__name__}, not a tensor")
+            raise CheckpointError(f"official tensor {k!r} is a {type(v).__name__}, not a tensor")
         out[k.removeprefix("module.")] = v
     return out
 
 
 def official_config() -> dict:
     """The full config (model, data, train) of the released model: the paper config, architecture pinned."""
-    cfg = engine.load_config(CONFIG)
+    cfg = load_config(CONFIG)
     return {**cfg, **_ARCHITECTURE, "name": "dsta_official_r50_posetrack17", "pretrained": None}
 
 
@@ -154,19 +155,19 @@ def from_official(sd: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[s
         else:
             shape_ok = tuple(t.shape) == want
         if not shape_ok:
-            raise engine.CheckpointError(f"official tensor {name!r} has shape {tuple(t.shape)}, the released "
+            raise CheckpointError(f"official tensor {name!r} has shape {tuple(t.shape)}, the released "
                                          f"model's is {want if new != 'std.temporal_pos' else (1, *want)}"
                                          f"{_why(name, tuple(t.shape), want)}")  # fmt: skip
         if new in ("jfd.weight", "jfd.bias"):
             t = _slot_rows(t, model.jfd.dim)
         if new == "loss_fn.flow.masks" and not torch.equal(t.to(target[new].dtype), target[new]):
-            raise engine.CheckpointError(f"official tensor 'flow.mask' is {t.tolist()}, not the alternating "
+            raise CheckpointError(f"official tensor 'flow.mask' is {t.tolist()}, not the alternating "
                                          f"coupling masks {target[new].tolist()} this flow uses")  # fmt: skip
         out[new] = t.to(target[new].dtype) if target[new].is_floating_point() else t
     if unknown:
         hint = _why(unknown[0], tuple(sd[unknown[0]].shape), ())
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-        raise engine.CheckpointError(f"official tensor {unknown[0]!r}{more} has no place in the released "
+        raise CheckpointError(f"official tensor {unknown[0]!r}{more} has no place in the released "
                                      f"DSTA ResNet-50 3-frame model{hint}")  # fmt: skip
     missing = [k for k in target if k not in out and k != "loss_fn.flow.prior_mean"]
     if missing:
@@ -174,7 +175,7 @@ def from_official(sd: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[s
         first = back.get(missing[0]) or next((o + missing[0][len(n):] for o, n in _RENAMES if missing[0].startswith(n)),
                                              missing[0])  # fmt: skip
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise engine.CheckpointError(f"official tensor {first!r}{more} is missing: not a complete DSTA_STD_ResNet50")
+        raise CheckpointError(f"official tensor {first!r}{more} is missing: not a complete DSTA_STD_ResNet50")
     out["loss_fn.flow.prior_mean"] = target["loss_fn.flow.prior_mean"]  # the official prior is not a tensor
     return {k: out[k] for k in target}
 
@@ -213,9 +214,9 @@ def load_official(source, device="cpu") -> torch.nn.Module:
     Raises:
         CheckpointError: an unreadable file or tensors that are not the released model's (named).
     """
-    obj = engine.read_checkpoint(source) if isinstance(source, (str, Path)) else source
+    obj = read_checkpoint(source) if isinstance(source, (str, Path)) else source
     if not is_official(obj):
-        raise engine.CheckpointError(f"{source if isinstance(source, (str, Path)) else 'the given dict'} holds no "
+        raise CheckpointError(f"{source if isinstance(source, (str, Path)) else 'the given dict'} holds no "
                                      f"official DSTA tensors ({', '.join(_MARKERS)})")  # fmt: skip
     cfg = official_config()
     model = build_model(cfg)
@@ -224,7 +225,7 @@ def load_official(source, device="cpu") -> torch.nn.Module:
 
 
 def convert_checkpoint(obj, source=None) -> dict:
-    """An official release dict (or state dict) -> this project's checkpoint dict (`engine.load_checkpoint`)."""
+    """An official release dict (or state dict) -> this project's checkpoint dict (`checkpoint.load_checkpoint`)."""
     cfg = official_config()
     model = build_model(cfg)
     state = from_official(official_state_dict(obj), model)
@@ -242,14 +243,14 @@ def main(argv=None) -> Path:
     p.add_argument("output", help="checkpoint to write (.pt), read by evaluate.py / infer_video.py / export.py")
     args = p.parse_args(argv)
     try:
-        obj = engine.read_checkpoint(args.input)
+        obj = read_checkpoint(args.input)
         if not is_official(obj):
-            raise engine.CheckpointError(f"{args.input} is not an official DSTA release file (none of "
+            raise CheckpointError(f"{args.input} is not an official DSTA release file (none of "
                                          f"{', '.join(_MARKERS)} in it)")  # fmt: skip
         ckpt = convert_checkpoint(obj, source=args.input)
-    except engine.CheckpointError as exc:
+    except CheckpointError as exc:
         p.exit(2, f"{p.prog}: error: {exc}\n")
-    path = engine.save_checkpoint(ckpt, args.output)
+    path = save_checkpoint(ckpt, args.output)
     n = sum(t.numel() for t in ckpt["model"].values() if t.is_floating_point())
     print(f"{args.input}: official DSTA ResNet-50, frames -1/0/+1, epoch {ckpt['epoch']}; {n / 1e6:.2f}M values "
           f"-> {path}")  # fmt: skip

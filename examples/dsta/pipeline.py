@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from dsta import engine
+from dsta.checkpoint import load_checkpoint, model_from_checkpoint
 from dsta.cli import DeviceError, resolve_device
+from dsta.config import load_config
 from dsta.data import clip_frame_numbers
 from dsta.model import build_model
 from dsta.posetrack_io import AnnotationError, load_detections
@@ -43,7 +44,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "cpu_tiny.yaml"
 def load_model(checkpoint=None, device="cpu", sets=None, *, config=None, seed: int = 0):
     """(model in eval mode on `device`, config dict, checkpoint dict or None).
 
-    From a train.py checkpoint (`engine.load_checkpoint` / `engine.model_from_checkpoint`) or, with random
+    From a train.py checkpoint (`checkpoint.load_checkpoint` / `checkpoint.model_from_checkpoint`) or, with random
     weights seeded by `seed`, from a YAML `config` (a smoke test: no download). `sets` override config keys
     (`--set` syntax, e.g. data paths on another machine); `device` as `cli.resolve_device` takes it.
     Every problem is an `InferenceError` with one sentence.
@@ -59,12 +60,12 @@ def load_model(checkpoint=None, device="cpu", sets=None, *, config=None, seed: i
         if not Path(checkpoint).is_file():
             raise InferenceError(f"checkpoint {checkpoint} does not exist")
         try:
-            ckpt = engine.load_checkpoint(checkpoint)
+            ckpt = load_checkpoint(checkpoint)
         except Exception as exc:  # a truncated file, not a torch file, an unpicklable object
             raise InferenceError(f"cannot load checkpoint {checkpoint}: {str(exc).splitlines()[0]}") from None
         cfg = _config(None, sets, ckpt.get("config") or {}, checkpoint)
         try:
-            model = engine.model_from_checkpoint(ckpt, cfg)
+            model = model_from_checkpoint(ckpt, cfg)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise InferenceError(f"checkpoint {checkpoint}: its weights do not fit the model of its config: "
                                  f"{str(exc).splitlines()[0]}") from None  # fmt: skip
@@ -79,7 +80,7 @@ def load_model(checkpoint=None, device="cpu", sets=None, *, config=None, seed: i
 
 def _config(path, sets, base, name) -> dict:
     try:
-        return engine.load_config(path, sets, base=base)
+        return load_config(path, sets, base=base)
     except (KeyError, ValueError, yaml.YAMLError) as exc:
         raise InferenceError(f"config of {name}: {exc}") from None
 

@@ -77,7 +77,7 @@ def _digest(obj) -> str:
 def pretrain(cache_dir, *, quick: bool = False, workers: int = 1, device: str = "cpu", log=print) -> dict:
     """Stage 1: the backbone at `cache_dir`/backbone.pt, trained now or reused when `cache_dir`/stage1.json
     records the same settings and config. Returns that record plus "cached" (bool)."""
-    from dsta import engine  # noqa: PLC0415
+    from dsta import checkpoint, config, distributed, utils  # noqa: PLC0415
     import torch  # noqa: PLC0415
     from dsta import train  # noqa: PLC0415
 
@@ -103,28 +103,28 @@ def pretrain(cache_dir, *, quick: bool = False, workers: int = 1, device: str = 
     if quick:
         epochs = p["epochs"]
         sets += [f"train.epochs={epochs}", "train.milestones=[]", f"train.batch_size={p['batch_size']}"]
-    cfg = engine.load_config(PRETRAIN_CONFIG, sets)
+    cfg = config.load_config(PRETRAIN_CONFIG, sets)
     log(f"stage 1: training the backbone as an image regression model on {gen['annotations']} person frames of "
         f"the pretrain split ({gen['videos']} videos) -> {cache}")  # fmt: skip
     t0 = time.perf_counter()
-    result = train.train(cfg, cache / "run", engine.init_distributed(device))
+    result = train.train(cfg, cache / "run", distributed.init_distributed(device))
     train_s = time.perf_counter() - t0
-    engine.save_checkpoint({"state_dict": result["model"].backbone.state_dict()}, backbone)
+    checkpoint.save_checkpoint({"state_dict": result["model"].backbone.state_dict()}, backbone)
     record = {"key": _digest(key), "backbone": str(backbone), "settings": p, "config": str(PRETRAIN_CONFIG.name),
               "steps": result["step"], "epochs": cfg["train"]["epochs"], "train_s": round(train_s, 1),
               "data_s": round(gen_s, 1), "final_loss": result["history"][-1]["train_loss"], "device": device,
               "torch_threads": torch.get_num_threads(),
               "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
-    engine.atomic_write_text(record_path, json.dumps(record, indent=2))
+    utils.atomic_write_text(record_path, json.dumps(record, indent=2))
     return {**record, "cached": False}
 
 
 def stage2_overrides(data_root, backbone, *, epochs: int, seed: int, quick: bool = False) -> list[str]:
     """The `--set` overrides every stage-2 model gets (data, the stage-1 backbone, schedule, seed)."""
-    from dsta import engine  # noqa: PLC0415
+    from dsta import config  # noqa: PLC0415
 
     root = Path(data_root)
-    base_seed = int(engine.load_config(STAGE2_CONFIG)["train"]["seed"])
+    base_seed = int(config.load_config(STAGE2_CONFIG)["train"]["seed"])
     sets = [f"data.root={root}", f"data.train={root / 'annotations' / 'train'}",
             f"data.val={root / 'annotations' / 'val'}", "data.val_boxes=gt", f"pretrained={backbone}",
             f"train.epochs={epochs}", f"train.milestones={[epochs - 1] if epochs > 1 else []}",

@@ -190,7 +190,7 @@ def write_report(out, *, settings: dict, gen: dict, runs: dict, video: dict, tim
     `benchmark` the val split's `benchmark_stats.measure`, `stage1` the `protocol.pretrain` record and
     `sweep` the comparison with the multi-seed results (demo.py), or None."""
     from dsta import benchmark_stats  # noqa: PLC0415
-    from dsta import engine  # noqa: PLC0415  (engine imports torch: only when a report is written)
+    from dsta import utils  # noqa: PLC0415  (utils imports torch: only when a report is written)
 
     out = Path(out)
     dsta, base = runs["dsta"], runs["baseline"]
@@ -224,7 +224,7 @@ def write_report(out, *, settings: dict, gen: dict, runs: dict, video: dict, tim
                   "predictions": {k: {"gt": f"{k}/eval_gt/predictions", "detections": f"{k}/eval_det/predictions"}
                                   for k in runs}},
     }  # fmt: skip
-    engine.atomic_write_text(out / "report.json", json.dumps(engine.jsonable(doc), indent=1))
+    utils.atomic_write_text(out / "report.json", json.dumps(utils.jsonable(doc), indent=1))
 
     s, tr, va = settings, gen["train"], gen["val"]
     c = dsta["cfg"]

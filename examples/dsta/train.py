@@ -38,14 +38,19 @@ import time
 from pathlib import Path
 
 from dsta import engine
+from dsta.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dsta.cli import add_device_argument
+from dsta.config import ConfigError, load_config
+from dsta.distributed import DistInfo, all_gather, broadcast, cleanup_distributed, init_distributed
+from dsta.engine import AP_COLUMNS, DataError, NonFiniteLossError
+from dsta.loaders import EpochSampler, SeededClips, make_clips
 from dsta import posetrack_eval
 from dsta.posetrack_io import AnnotationError
 import stattn
 import torch
 import yaml
 from dsta.data import collate_clips
-from dsta.evaluate import evaluate_split
+from dsta.utils import amp_settings, get_rng_state, seed_everything, set_rng_state, write_metrics
 from dsta.model import MODEL_DEFAULTS, build_model, count_parameters, plain_config, resolve_model_config
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -53,7 +58,6 @@ from tqdm import tqdm
 
 __all__ = ["Trainer", "train", "main", "ResumeError", "DataError"]
 
-AP_COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total")
 #: Schedule keys a resumed run may change: applied to the restored optimizer / scheduler, and logged.
 SCHEDULE_KEYS = ("epochs", "lr", "milestones", "gamma", "betas", "weight_decay")
 
@@ -62,12 +66,8 @@ class ResumeError(ValueError):
     """A resume that would silently change the model, the data shape or the sample order."""
 
 
-class DataError(RuntimeError):
-    """Training data that cannot train anything (e.g. no clip of an epoch could be read)."""
-
-
 #: Errors the user fixes (their message is the one sentence the CLI prints, exit code 2); others are bugs.
-USER_ERRORS = (engine.ConfigError, engine.CheckpointError, AnnotationError, ResumeError, DataError)
+USER_ERRORS = (ConfigError, CheckpointError, AnnotationError, ResumeError, DataError)
 
 
 def _plain(value):
@@ -83,7 +83,7 @@ def check_resume(saved: dict, cfg: dict, ckpt: dict, world_size: int) -> list[st
     try:
         old, new = plain_config(resolve_model_config(saved)), plain_config(resolve_model_config(cfg))
     except ValueError as e:
-        raise engine.ConfigError(str(e)) from None
+        raise ConfigError(str(e)) from None
     for key in MODEL_DEFAULTS:
         if key != "pretrained" and _plain(old.get(key)) != _plain(new.get(key)):
             raise ResumeError(f"resume: the checkpoint was trained with {key}={old.get(key)!r}, this run asks for "
@@ -135,15 +135,15 @@ class _StopFlag:
 class Trainer:
     """One training run: model, optimizer, data and the loop (see `train`)."""
 
-    def __init__(self, cfg: dict, out_dir, info: engine.DistInfo, resume=None, max_steps=None):
+    def __init__(self, cfg: dict, out_dir, info: DistInfo, resume=None, max_steps=None):
         t = cfg["train"]
         self.info, self.out_dir, self.t, self.d = info, Path(out_dir), t, cfg["data"]
         self.max_steps = max_steps if max_steps is not None else t["max_steps"]
         self.device = info.device
         if self.device.type == "cuda" and t["deterministic"]:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        engine.seed_everything(int(t["seed"]))
-        ckpt, changes = engine.load_checkpoint(resume) if resume else None, []
+        seed_everything(int(t["seed"]))
+        ckpt, changes = load_checkpoint(resume) if resume else None, []
         if ckpt:
             missing = [k for k in ("optimizer", "scheduler", "scaler", "rng") if k not in ckpt]
             if missing:
@@ -153,27 +153,27 @@ class Trainer:
         try:
             resolve_model_config(cfg)
         except ValueError as e:
-            raise engine.ConfigError(str(e)) from None
+            raise ConfigError(str(e)) from None
         model = build_model({**cfg, "pretrained": None} if ckpt else cfg)  # a checkpoint holds the backbone
         if getattr(model, "pretrained_report", None) is not None:
             self.log(f"pretrained backbone {cfg['pretrained']}: {model.pretrained_report}")
         self.cfg = cfg = {**cfg, **model.config}  # resolved model keys (frames sorted, jfd, backbone name)
         if t["grad_checkpointing"]:
             if not hasattr(model.backbone, "grad_checkpointing"):
-                raise engine.ConfigError(f"train.grad_checkpointing: backbone {cfg['backbone']!r} has no such switch")
+                raise ConfigError(f"train.grad_checkpointing: backbone {cfg['backbone']!r} has no such switch")
             model.backbone.grad_checkpointing = True
         model.to(self.device)
         if t["sync_bn"] and info.distributed:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
         if t["optimizer"] != "adamw":
-            raise engine.ConfigError(f"train.optimizer: only 'adamw' is supported, got {t['optimizer']!r}")
+            raise ConfigError(f"train.optimizer: only 'adamw' is supported, got {t['optimizer']!r}")
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(t["lr"]),
                                            betas=tuple(float(b) for b in t["betas"]),
                                            weight_decay=float(t["weight_decay"]))  # fmt: skip
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, [int(m) for m in t["milestones"]],
                                                               float(t["gamma"]))  # fmt: skip
-        self.amp, self.amp_dtype, use_scaler = engine.amp_settings(t["amp"], self.device)
+        self.amp, self.amp_dtype, use_scaler = amp_settings(t["amp"], self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         # epoch_sample: samples of this rank's epoch consumed (the exact resume position, whatever the batch
         # size); epoch_skipped: [clips skipped as unreadable, first message]; pending_record: the record of an
@@ -190,10 +190,10 @@ class Trainer:
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                                           find_unused_parameters=bool(t["find_unused_parameters"]))  # fmt: skip
         self.net = torch.compile(net) if t["compile"] else net  # compile(DDP(model)), as PyTorch recommends
-        self.clips, _ = engine.make_clips(cfg, "train", train=True)
+        self.clips, _ = make_clips(cfg, "train", train=True)
         if len(self.clips) == 0:
             raise DataError(f"no training persons in {self.d['train']}" + self._dropped_note(self.clips))
-        self.sampler = engine.EpochSampler(len(self.clips), int(t["seed"]), info.rank, info.world_size)
+        self.sampler = EpochSampler(len(self.clips), int(t["seed"]), info.rank, info.world_size)
         self.batch_size = bs = int(t["batch_size"])
         self.per_epoch = len(self.sampler) // bs if t["drop_last"] else math.ceil(len(self.sampler) / bs)
         self.tb = None
@@ -238,7 +238,7 @@ class Trainer:
         self._apply_schedule(ckpt["config"].get("train", {}))
         rng = ckpt["rng"]
         if rng["world_size"] == self.info.world_size:
-            engine.set_rng_state(rng["states"][self.info.rank])
+            set_rng_state(rng["states"][self.info.rank])
         else:
             self.log(f"resume: the checkpoint has the RNG states of {rng['world_size']} processes, this run has "
                      f"{self.info.world_size}: reseeding (no longer bit-exact)")  # fmt: skip
@@ -266,7 +266,7 @@ class Trainer:
 
     def checkpoint(self) -> dict:
         """The checkpoint dict (tensors and plain Python types only; rank 0's model; every rank's RNG)."""
-        rng = engine.all_gather(engine.get_rng_state(), self.info)  # a collective: every rank calls it
+        rng = all_gather(get_rng_state(), self.info)  # a collective: every rank calls it
         s = self.state
         return {
             "model": self.model.state_dict(), "config": self.cfg, "epoch": s["epoch"], "epoch_step": s["epoch_step"],
@@ -285,15 +285,17 @@ class Trainer:
         if not self.info.is_main:
             return
         if best:
-            engine.save_checkpoint(ckpt, self.out_dir / "best.pt")
-        engine.save_checkpoint(ckpt, self.out_dir / "last.pt")
+            save_checkpoint(ckpt, self.out_dir / "best.pt")
+        save_checkpoint(ckpt, self.out_dir / "last.pt")
         if keep:
-            engine.save_checkpoint(ckpt, self.out_dir / f"epoch_{ckpt['epoch']:03d}.pt")
+            save_checkpoint(ckpt, self.out_dir / f"epoch_{ckpt['epoch']:03d}.pt")
 
     # ------------------------------------------------------------------------------ loop
-    def _stop_requested(self, stop: _StopFlag):
-        """Rank 0's signal, seen by every rank (they must stop at the same step)."""
-        return engine.broadcast(stop.signal, self.info) if self.info.distributed else stop.signal
+    def _should_stop(self, stop: _StopFlag):
+        """"max_steps", or rank 0's signal seen by every rank (they must stop at the same step), or None."""
+        if self.max_steps and self.state["step"] >= self.max_steps:
+            return "max_steps"
+        return broadcast(stop.signal, self.info) if self.info.distributed else stop.signal
 
     def run(self) -> dict:
         """Train until `train.epochs`, `max_steps` or a signal. Returns {"model", "step", "epoch",
@@ -303,7 +305,7 @@ class Trainer:
             self.log(f"resume: validating epoch {s['epoch']} again (its result was not saved)")
             self._validate()
         elif s["history"] and self.info.is_main:  # a kill between last.pt and the metric files
-            engine.write_metrics(self.out_dir, s["history"])
+            write_metrics(self.out_dir, s["history"])
         if self.max_steps and s["step"] >= self.max_steps:
             self.log(f"already at step {s['step']} >= max steps {self.max_steps}: nothing to do")
             stopped = "max_steps"
@@ -319,10 +321,7 @@ class Trainer:
                              f"{s['epoch_step']}/{self.per_epoch}); --resume continues from it")  # fmt: skip
                     break
                 self._end_epoch(time.time() - t0)
-                if self.max_steps and s["step"] >= self.max_steps:
-                    stopped = "max_steps"
-                else:
-                    stopped = self._stop_requested(stop)
+                stopped = self._should_stop(stop)
         if self.tb is not None:
             self.tb.close()
         return {"model": self.model, "step": s["step"], "epoch": s["epoch"], "best_metric": s["best_metric"],
@@ -331,79 +330,43 @@ class Trainer:
     def _train_epoch(self, stop: _StopFlag):
         """Steps to the end of the epoch; returns None, or why it stopped before the epoch's last batch."""
         s, t, bs = self.state, self.t, self.batch_size
-        epoch = s["epoch"]
-        self.sampler.set_epoch(epoch, start=s["epoch_sample"])
+        self.sampler.set_epoch(s["epoch"], start=s["epoch_sample"])
         remaining = len(self.sampler)
         end = s["epoch_sample"] + (remaining // bs * bs if t["drop_last"] else remaining)  # the epoch's last sample
         # a private generator: creating the loader must not draw from the global RNG (bit-exact resume)
-        loader = DataLoader(engine.SeededClips(self.clips, int(t["seed"])), batch_size=bs,
+        loader = DataLoader(SeededClips(self.clips, int(t["seed"])), batch_size=bs,
                             sampler=self.sampler, collate_fn=collate_clips, num_workers=int(self.d["workers"]),
                             drop_last=t["drop_last"], pin_memory=self.device.type == "cuda",
                             generator=torch.Generator())  # fmt: skip
         tty = sys.stderr.isatty()
         bar = tqdm(loader, total=self.per_epoch, initial=s["epoch_step"], dynamic_ncols=True,
-                   desc=f"epoch {epoch + 1}/{t['epochs']}", disable=not (self.info.is_main and tty))  # fmt: skip
+                   desc=f"epoch {s['epoch'] + 1}/{t['epochs']}", disable=not (self.info.is_main and tty))  # fmt: skip
         self.net.train()
         try:
-            for batch in bar:
-                s["epoch_step"] += 1
-                s["epoch_sample"] = min(s["epoch_sample"] + bs, end)
-                if batch["skipped"]:
-                    first = s["epoch_skipped"][1] or next(iter(batch["unreadable"]), None)
-                    s["epoch_skipped"] = [s["epoch_skipped"][0] + batch["skipped"], first]
-                if not batch["meta"]:  # every image of the batch unreadable (counted above)
-                    if self.info.distributed:
-                        raise DataError("a whole batch was unreadable; the DDP ranks would fall out of step "
-                                        f"({s['epoch_skipped'][1]})")  # fmt: skip
-                    continue
-                loss = self._step(batch)
-                s["epoch_loss"] = [s["epoch_loss"][0] + loss, s["epoch_loss"][1] + 1]
-                lr = self.optimizer.param_groups[0]["lr"]
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-                if self.tb is not None:
-                    self.tb.add_scalar("train/loss", loss, s["step"])
-                if not tty and s["step"] % int(t["log_every"]) == 0:
-                    self.log(f"epoch {epoch + 1} batch {s['epoch_step']}/{self.per_epoch} step {s['step']}: "
-                             f"loss {loss:.4f} lr {lr:.2e}")  # fmt: skip
-                if s["epoch_sample"] < end:  # at the last batch the epoch ends normally
-                    if self.max_steps and s["step"] >= self.max_steps:
-                        return "max_steps"
-                    flag = self._stop_requested(stop)
-                    if flag:
-                        return flag
+            return engine.train_one_epoch(self._step, bar, s, batch_size=bs, end=end, distributed=self.info.distributed,
+                                          after_step=lambda loss: self._log_step(loss, bar, tty),
+                                          should_stop=lambda: self._should_stop(stop))  # fmt: skip
         finally:
             bar.close()
-        return None
 
     def _step(self, batch) -> float:
-        """One optimizer step; returns the loss averaged over ranks. A non-finite loss stops the run."""
-        s, dev = self.state, self.device
-        frames = batch["frames"].to(dev, non_blocking=True)
-        target = batch["target"].to(dev, non_blocking=True)
-        weight = batch["target_weight"].to(dev, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp):
-            out = self.net(frames)
-        loss = self.model.loss(out, target, weight)  # fp32, outside autocast
-        value = loss.detach().clone()
-        if self.info.distributed:  # every rank sees the same value: all stop together
-            torch.distributed.all_reduce(value)
-            value /= self.info.world_size
-        value = float(value)
-        if not math.isfinite(value):
-            raise engine.NonFiniteLossError(
-                f"non-finite training loss {value} at step {s['step'] + 1} (epoch {s['epoch'] + 1}, batch "
-                f"{s['epoch_step']}/{self.per_epoch}); stopped before the optimizer step, nothing saved for it "
-                f"(last.pt is the previous save). Try a lower train.lr, train.clip_grad, or check this batch's data."
-            )
-        self.scaler.scale(loss).backward()
-        if self.t["clip_grad"]:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.t["clip_grad"]))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        """One optimizer step (`engine.train_step`); returns the loss averaged over ranks."""
+        s = self.state
+        where = f"step {s['step'] + 1} (epoch {s['epoch'] + 1}, batch {s['epoch_step']}/{self.per_epoch})"
+        value = engine.train_step(self.net, self.model, batch, self.optimizer, self.scaler, self.info,
+                                  amp=(self.amp, self.amp_dtype), clip_grad=self.t["clip_grad"],
+                                  where=where)  # fmt: skip
         s["step"] += 1
         return value
+
+    def _log_step(self, loss: float, bar, tty: bool) -> None:
+        s, lr = self.state, self.optimizer.param_groups[0]["lr"]
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+        if self.tb is not None:
+            self.tb.add_scalar("train/loss", loss, s["step"])
+        if not tty and s["step"] % int(self.t["log_every"]) == 0:
+            self.log(f"epoch {s['epoch'] + 1} batch {s['epoch_step']}/{self.per_epoch} step {s['step']}: "
+                     f"loss {loss:.4f} lr {lr:.2e}")  # fmt: skip
 
     def _end_epoch(self, seconds: float) -> None:
         """Scheduler step and last.pt (validation pending), then `_validate`. An epoch that trained on no
@@ -411,7 +374,7 @@ class Trainer:
         s, t = self.state, self.t
         epoch = s["epoch"] + 1  # the epoch just finished, 1-based
         loss_sum, loss_count = s["epoch_loss"]
-        parts = engine.all_gather((loss_count, *s["epoch_skipped"]), self.info)  # every rank's counts
+        parts = all_gather((loss_count, *s["epoch_skipped"]), self.info)  # every rank's counts
         skipped, first = sum(p[1] for p in parts), next((p[2] for p in parts if p[2]), None)
         if sum(p[0] for p in parts) == 0:
             raise DataError(f"no training clip could be read in epoch {epoch}: all {skipped} clips were skipped "
@@ -435,13 +398,10 @@ class Trainer:
         epoch = record["epoch"]
         is_best = False
         if d["val"] and (epoch % int(t["val_every"]) == 0 or epoch == int(t["epochs"])):
-            engine.broadcast_buffers(self.model, self.info)
-            result = evaluate_split(self.model, self.cfg, self.info, self.out_dir / "val", split="val",
-                                    boxes=d["val_boxes"])  # fmt: skip
+            columns, result = engine.evaluate(self.model, self.cfg, self.info, self.out_dir / "val",
+                                              boxes=d["val_boxes"])  # fmt: skip
             if result is not None:
-                record.update({k: result[k] for k in AP_COLUMNS}, val_boxes=d["val_boxes"],
-                              val_skipped_clips=result["skipped_clips"],
-                              val_dropped_persons=result["dropped_persons"])  # fmt: skip
+                record.update(columns)
                 total, best = result["Total"], s["best_metric"]
                 is_best = math.isfinite(total) and (best is None or total > best)
                 if is_best:
@@ -457,18 +417,18 @@ class Trainer:
         s["pending_record"] = None
         self.save(best=is_best, keep=bool(t["keep_checkpoints"]))
         if self.info.is_main:
-            engine.write_metrics(self.out_dir, s["history"])
+            write_metrics(self.out_dir, s["history"])
         ap = f", Total AP {record['Total']:.2f}" if "Total" in record else ""
         self.log(f"epoch {epoch}/{t['epochs']}: loss {record['train_loss']:.4f}, {record['epoch_time_s']:.1f} s{ap}")
 
 
-def train(cfg: dict, out_dir, info: engine.DistInfo | None = None, resume=None, max_steps=None) -> dict:
-    """Train with `cfg` (engine.DEFAULTS lists the keys) into `out_dir`; see `Trainer.run` for the result.
+def train(cfg: dict, out_dir, info: DistInfo | None = None, resume=None, max_steps=None) -> dict:
+    """Train with `cfg` (config.DEFAULTS lists the keys) into `out_dir`; see `Trainer.run` for the result.
 
     Raises:
         NonFiniteLossError: the loss became NaN / inf (nothing is saved for that step).
     """
-    return Trainer(cfg, out_dir, info or engine.DistInfo(), resume=resume, max_steps=max_steps).run()
+    return Trainer(cfg, out_dir, info or DistInfo(), resume=resume, max_steps=max_steps).run()
 
 
 def main(argv=None) -> dict:
@@ -496,19 +456,19 @@ def main(argv=None) -> dict:
         if not resume.is_file():
             p.error(f"--resume: {resume} does not exist")
     out = Path(args.out) if args.out else (resume.parent if resume else Path("runs") / Path(args.config).stem)
-    info = engine.init_distributed(args.device.type)
+    info = init_distributed(args.device.type)
     try:
-        base = engine.load_checkpoint(resume)["config"] if resume and not args.config else None
-        cfg = engine.load_config(args.config, args.set, base=base)
+        base = load_checkpoint(resume)["config"] if resume and not args.config else None
+        cfg = load_config(args.config, args.set, base=base)
         return train(cfg, out, info, resume=resume, max_steps=args.max_steps)
-    except engine.NonFiniteLossError as e:
+    except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(3) from None
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     finally:
-        engine.cleanup_distributed()
+        cleanup_distributed()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ dropped without a word), degenerate poses do not crash, unreadable images travel
 
 import numpy as np
 from dsta import data as dd
-from dsta import engine
+from dsta.loaders import IndexedClips, SeededClips
 from dsta import posetrack_io as pio
 from dsta import transforms as tf
 import pytest
@@ -104,12 +104,12 @@ def test_unreadable_images_travel_as_messages_through_the_loader(tmp_path):
                                  {"keypoints": _pose(200, 150), "bbox": (180, 130, 40, 40)}])  # fmt: skip
     ds = dd.PoseTrackClips(videos, tmp_path, offsets=(-1, 1), train=False, on_unreadable="skip")
     (tmp_path / videos[0].frames[1].file_name).write_bytes(b"\xff\xd8 truncated")
-    items = [engine.IndexedClips(ds)[i] for i in range(len(ds))]
+    items = [IndexedClips(ds)[i] for i in range(len(ds))]
     assert all(set(it) == {"unreadable"} for it in items)
     batch = dd.collate_clips(items)
     assert batch["meta"] == [] and batch["skipped"] == 2 and "000001.jpg: cannot decode" in batch["unreadable"][0]
-    seeded = engine.SeededClips(ds, seed=1)[(0, 0)]
+    seeded = SeededClips(ds, seed=1)[(0, 0)]
     assert "cannot decode" in seeded["unreadable"] and ds.stats["unreadable_images"] == 3
     strict = dd.PoseTrackClips(videos, tmp_path, offsets=(-1, 1), train=False, on_unreadable="raise")
     with pytest.raises(dd.ImageError, match="cannot decode"):
-        engine.IndexedClips(strict)[0]
+        IndexedClips(strict)[0]

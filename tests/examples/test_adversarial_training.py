@@ -11,8 +11,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from dsta import engine
-from dsta import evaluate
+from dsta.checkpoint import save_checkpoint
+from dsta.config import load_config
+from dsta.loaders import EpochSampler, SeededClips
+from dsta.utils import jsonable
+from dsta import engine, evaluate
 from dsta import train
 import pytest
 import torch
@@ -121,16 +124,16 @@ def test_mid_epoch_resume_with_another_batch_size_sees_every_sample_once(stopped
     """Stopped after 8 samples at batch size 8; resumed at batch size 3: the other 12 samples, each once
     (the position counted in batches would restart at sample 3)."""
     seen = []
-    original = engine.SeededClips.__getitem__
+    original = SeededClips.__getitem__
 
     def record(self, key):
         seen.append(key)
         return original(self, key)
 
-    monkeypatch.setattr(engine.SeededClips, "__getitem__", record)
+    monkeypatch.setattr(SeededClips, "__getitem__", record)
     run = _copy(stopped, tmp_path)
     result = train.main(_args(dataset, run, "--resume", sets=["train.batch_size=3", "train.epochs=1", "data.val=null"]))
-    order = [i for _, i in engine.EpochSampler(20, engine.load_config(CONFIG)["train"]["seed"])]
+    order = [i for _, i in EpochSampler(20, load_config(CONFIG)["train"]["seed"])]
     assert seen == [(0, i) for i in order[8:]]  # the rest of epoch 0, each sample once
     assert result["step"] == 1 + 4 and result["epoch"] == 1  # 12 samples at batch size 3
 
@@ -139,7 +142,7 @@ def test_mid_epoch_resume_on_another_world_size_is_refused(stopped, dataset, tmp
     run = _copy(stopped, tmp_path)
     ckpt = torch.load(run / "last.pt", weights_only=True)
     ckpt["rng"] = {"world_size": 2, "states": ckpt["rng"]["states"] * 2}
-    engine.save_checkpoint(ckpt, run / "last.pt")
+    save_checkpoint(ckpt, run / "last.pt")
     line = _user_error(_args(dataset, run, "--resume"), capsys)
     assert "mid-epoch with 2 process(es)" in line
 
@@ -147,7 +150,7 @@ def test_mid_epoch_resume_on_another_world_size_is_refused(stopped, dataset, tmp
 def test_weights_only_checkpoint_cannot_be_resumed(stopped, dataset, tmp_path, capsys):
     run = _copy(stopped, tmp_path)
     ckpt = torch.load(run / "last.pt", weights_only=True)
-    engine.save_checkpoint({"model": ckpt["model"], "config": ckpt["config"]}, run / "last.pt")
+    save_checkpoint({"model": ckpt["model"], "config": ckpt["config"]}, run / "last.pt")
     assert "no training state" in _user_error(_args(dataset, run, "--resume"), capsys)
 
 
@@ -156,12 +159,12 @@ def test_failed_validation_keeps_the_epoch_and_resume_validates_it(dataset, tmp_
     def broken(*args, **kwargs):
         raise RuntimeError("validation crashed")
 
-    monkeypatch.setattr(train, "evaluate_split", broken)
+    monkeypatch.setattr(engine, "evaluate_split", broken)
     with pytest.raises(RuntimeError, match="validation crashed"):
         train.main(_args(dataset, tmp_path, sets=["train.epochs=1"]))
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 3) and ckpt["pending_record"]["epoch"] == 1  # the epoch is kept
-    monkeypatch.setattr(train, "evaluate_split", evaluate.evaluate_split)
+    monkeypatch.setattr(engine, "evaluate_split", evaluate.evaluate_split)
     result = train.main(_args(dataset, tmp_path, "--resume", sets=["train.epochs=1"]))
     assert result["step"] == 3 and "Total" in result["history"][0]  # validated on resume, not retrained
     assert torch.load(tmp_path / "best.pt", weights_only=True)["best_epoch"] == 1
@@ -241,9 +244,9 @@ def test_evaluate_user_errors_are_one_sentence(reference, tmp_path, capsys):
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from dsta import engine, train
+    from dsta import train
     name, nth = sys.argv[1], int(sys.argv[2])
-    real, calls = engine.save_checkpoint, []
+    real, calls = train.save_checkpoint, []  # the function train.py writes every checkpoint with
 
     def save_then_die(obj, path):
         out = real(obj, path)
@@ -252,7 +255,7 @@ KILLER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         return out
 
-    engine.save_checkpoint = save_then_die
+    train.save_checkpoint = save_then_die
     train.main(sys.argv[3:])
 """)
 
@@ -277,7 +280,7 @@ def test_sigkill_anywhere_leaves_best_last_and_metrics_consistent(reference, dat
     last = torch.load(run / "last.pt", weights_only=True)
     best = torch.load(run / "best.pt", weights_only=True)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics == json.loads(json.dumps(engine.jsonable(last["history"])))  # the metric files = last.pt
+    assert metrics == json.loads(json.dumps(jsonable(last["history"])))  # the metric files = last.pt
     top = max(metrics, key=lambda h: h["Total"])
     assert best["epoch"] == last["best_epoch"] == top["epoch"] and best["history"][-1]["epoch"] == best["epoch"]
     assert best["best_metric"] == last["best_metric"] == top["Total"] == metrics[-1]["best_Total"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import dsta
 import numpy as np
 import pytest
-from dsta import engine
+from dsta.checkpoint import save_checkpoint
 from dsta import infer_video as iv
 from dsta.pipeline import FrameResult, InferenceError, load_model
 
@@ -25,7 +25,7 @@ def checkpoint(tmp_path_factory) -> Path:
     """A train.py-format checkpoint of the tiny config (random weights, seed 0)."""
     model, cfg, _ = load_model(config=CONFIG, seed=0)
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    engine.save_checkpoint({"model": model.state_dict(), "config": cfg, "epoch": 0}, path)
+    save_checkpoint({"model": model.state_dict(), "config": cfg, "epoch": 0}, path)
     return path
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import cv2
-from dsta import engine
+from dsta.checkpoint import save_checkpoint
 from dsta import infer_video as iv
 import numpy as np
 import pytest
@@ -210,7 +210,7 @@ def test_real_clip(what, tmp_path):
 def test_checkpoint_matches_config(frames, tmp_path):
     """--checkpoint loads train.py's format; the same weights give the same keypoints as --config."""
     model, cfg, _ = iv.load_model(config=CONFIG, seed=0)
-    engine.save_checkpoint({"model": model.state_dict(), "config": cfg, "epoch": 0}, tmp_path / "best.pt")
+    save_checkpoint({"model": model.state_dict(), "config": cfg, "epoch": 0}, tmp_path / "best.pt")
     a, b = tmp_path / "a", tmp_path / "b"
     iv.main([str(frames), "--checkpoint", str(tmp_path / "best.pt"), "--whole-frame", "--out", str(a), "--max-frames", "3"])
     iv.main([str(frames), "--config", str(CONFIG), "--whole-frame", "--out", str(b), "--max-frames", "3"])
@@ -240,7 +240,7 @@ def test_errors(frames, tmp_path, capsys):
     err = _error(capsys, [str(frames), "--checkpoint", str(tmp_path / "missing.pt"), "--out", out])
     assert "checkpoint" in err and "missing.pt" in err and "does not exist" in err
     model, model_cfg, _ = iv.load_model(config=CONFIG)
-    engine.save_checkpoint({"model": model.state_dict(), "config": {**model_cfg, "depth": 1}}, tmp_path / "other.pt")
+    save_checkpoint({"model": model.state_dict(), "config": {**model_cfg, "depth": 1}}, tmp_path / "other.pt")
     err = _error(capsys, [str(frames), "--checkpoint", str(tmp_path / "other.pt"), "--out", out])
     assert "do not fit the model of its config" in err
     (tmp_path / "junk.pt").write_bytes(b"junk")

@@ -9,7 +9,9 @@ import warnings
 
 import pytest
 import torch
-from dsta import engine, evaluate, export, infer_video, official, pipeline
+from dsta import evaluate, export, infer_video, official, pipeline
+from dsta.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from dsta.config import load_config
 from dsta.model import DSTA, build_model
 
 from . import official_oracle as oracle
@@ -111,23 +113,23 @@ def test_release_file_loads_everywhere_and_converts(tmp_path, model, release_fil
     clip = _clip(2, seed=11)
     with torch.no_grad():
         expected = model(clip).coords
-    # load_official on the file; engine.load_checkpoint recognises it by content (every --checkpoint uses it)
+    # load_official on the file; load_checkpoint recognises it by content (every --checkpoint uses it)
     from_file = official.load_official(release_file)
-    ckpt = engine.load_checkpoint(release_file)
+    ckpt = load_checkpoint(release_file)
     assert ckpt["epoch"] == 20 and ckpt["step"] == 4321 and ckpt["config"]["drop_path_granularity"] == "sequence"
-    via_engine = engine.model_from_checkpoint(ckpt, ckpt["config"]).eval()
+    via_checkpoint = model_from_checkpoint(ckpt, ckpt["config"]).eval()
     via_evaluate, cfg, _ = evaluate.load_model(release_file, torch.device("cpu"))
     assert export.load_model is infer_video.load_model is pipeline.load_model  # one loader for both CLIs
     via_pipeline = pipeline.load_model(release_file, device="cpu")[0]  # infer_video.py and export.py
-    for m in (from_file, via_engine, via_evaluate, via_pipeline):
+    for m in (from_file, via_checkpoint, via_evaluate, via_pipeline):
         with torch.no_grad():
             assert torch.equal(m(clip).coords, expected)
     # the converter CLI, and its output read back as an ordinary checkpoint
     out = official.main([str(release_file), str(tmp_path / "dsta_official.pt")])
-    converted = engine.load_checkpoint(out)
+    converted = load_checkpoint(out)
     assert "official" in converted and converted["epoch"] == 20
-    assert converted["config"] == engine.load_config(None, None, base=converted["config"])  # a complete config
-    reloaded = engine.model_from_checkpoint(converted, converted["config"]).eval()
+    assert converted["config"] == load_config(None, None, base=converted["config"])  # a complete config
+    reloaded = model_from_checkpoint(converted, converted["config"]).eval()
     with torch.no_grad():
         assert torch.equal(reloaded(clip).coords, expected)
     assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in model.state_dict().items())
@@ -152,7 +154,7 @@ def _bad(weights, drop=(), **changes):
     ],
 )
 def test_wrong_tensors_are_refused_by_name(weights, change, match):
-    with pytest.raises(engine.CheckpointError, match=match):
+    with pytest.raises(CheckpointError, match=match):
         official.load_official(_bad(weights, **change))
 
 
@@ -175,8 +177,8 @@ def test_unusable_files_are_one_sentence_and_exit_2(tmp_path, release_file, kind
         torch.save({"weights": torch.zeros(2)}, path)
     else:
         path.write_bytes(pickle.dumps({"state_dict": _Foreign()}, protocol=2))
-    with pytest.raises(engine.CheckpointError) as err:
-        engine.load_checkpoint(path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
     message = str(err.value)
     assert str(path) in message and "\n" not in message and len(message) < 250 + len(str(path))
     for cli in (official.main, lambda a: evaluate.main(["--checkpoint", a[0], "--out", a[1]])):
@@ -225,7 +227,7 @@ def test_the_authors_schedule_is_11_5_4_epochs():
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
 def test_paper_configs_follow_the_official_protocol(path):
-    cfg = engine.load_config(path)
+    cfg = load_config(path)
     assert _lrs_of_train_py(cfg) == pytest.approx(_lrs_of_the_authors_trainer(), rel=1e-9)
     assert cfg["drop_path_granularity"] == "sequence"  # the official per-(person, joint / group) draws
     text = path.read_text()
@@ -233,7 +235,7 @@ def test_paper_configs_follow_the_official_protocol(path):
 
 
 def test_paper_granularity_reaches_every_block():
-    cfg = {**engine.load_config(official.CONFIG), "backbone": "tiny", "input_size": [64, 48], "pretrained": None}
+    cfg = {**load_config(official.CONFIG), "backbone": "tiny", "input_size": [64, 48], "pretrained": None}
     std = build_model(cfg).std
     assert all(b.drop_path.granularity == "sequence" and b.drop_path.group_of is None for b in std.temporal_blocks)
     assert all(b.drop_path.granularity == "sequence" for b in std.spatial_blocks)

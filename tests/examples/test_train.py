@@ -1,10 +1,13 @@
-"""examples/dsta train.py / evaluate.py / engine.py on small generated PoseTrack18 sequences (CPU)."""
+"""examples/dsta train.py / evaluate.py and their helpers on small generated PoseTrack18 sequences (CPU)."""
 import json
 import os
 import socket
 from pathlib import Path
 
-from dsta import engine
+from dsta.checkpoint import load_checkpoint, save_checkpoint
+from dsta.config import load_config
+from dsta.distributed import DistInfo
+from dsta.loaders import EpochSampler, make_clips
 from dsta import evaluate
 from dsta import model as model_mod
 import numpy as np
@@ -144,7 +147,7 @@ def test_non_finite_loss_stops_with_a_clear_message(dataset, tmp_path, monkeypat
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    engine.save_checkpoint({"model": {"w": torch.ones(3)}, "config": {}, "step": 1}, path)
+    save_checkpoint({"model": {"w": torch.ones(3)}, "config": {}, "step": 1}, path)
     real_save = torch.save
 
     def crash_midway(obj, f, *args, **kwargs):
@@ -153,9 +156,9 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash_midway)
     with pytest.raises(KeyboardInterrupt):
-        engine.save_checkpoint({"model": {"w": torch.zeros(3)}, "config": {}, "step": 2}, path)
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "config": {}, "step": 2}, path)
     monkeypatch.setattr(torch, "save", real_save)
-    old = engine.load_checkpoint(path)
+    old = load_checkpoint(path)
     assert old["step"] == 1 and torch.equal(old["model"]["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind
 
@@ -223,9 +226,9 @@ def test_evaluate_end_to_end_gt_and_detection_boxes(trained, dataset, tmp_path, 
 
 def test_joint_scores_are_confidence_times_box_score(trained, dataset):
     net, cfg, _ = evaluate.load_model(trained / "best.pt", torch.device("cpu"))
-    clips, _ = engine.make_clips(cfg, "val", train=False, boxes="detections", det_file=dataset / "dets.json",
+    clips, _ = make_clips(cfg, "val", train=False, boxes="detections", det_file=dataset / "dets.json",
                                  det_thr=0.0)  # fmt: skip
-    preds = evaluate.predict(net, clips, engine.DistInfo(), batch_size=4, workers=0)
+    preds = evaluate.predict(net, clips, DistInfo(), batch_size=4, workers=0)
     assert sum(len(v) for v in preds.values()) == len(clips) == 20
     for i in (0, 1):  # the first frame: its 0.9 GT box and 0.1 junk box, in detection-file order
         item = clips[i]
@@ -240,7 +243,7 @@ def test_oracle_predictions_get_ap_100(trained, dataset, tmp_path):
     """The crop -> image mapping, the writer and the evaluator end to end: a "model" that returns each
     clip's own target (score 1 on annotated joints, 0 elsewhere) scores 100 AP on GT boxes."""
     _, cfg, _ = evaluate.load_model(trained / "best.pt", torch.device("cpu"))
-    clips, _ = engine.make_clips(cfg, "val", train=False)
+    clips, _ = make_clips(cfg, "val", train=False)
     items = [clips[i] for i in range(len(clips))]
 
     class Oracle(torch.nn.Module):
@@ -255,7 +258,7 @@ def test_oracle_predictions_get_ap_100(trained, dataset, tmp_path):
             sigma = (torch.stack([it["target_weight"] for it in batch]) == 0).float()[..., None].expand(-1, -1, 2)
             return RegressionOutput(coords, sigma, (1 - sigma).mean(-1, keepdim=True))
 
-    result = evaluate.evaluate_split(Oracle(), {**cfg, "data": {**cfg["data"], "workers": 0}}, engine.DistInfo(),
+    result = evaluate.evaluate_split(Oracle(), {**cfg, "data": {**cfg["data"], "workers": 0}}, DistInfo(),
                                      tmp_path, split="val", boxes="gt", batch_size=3)  # fmt: skip
     assert result["Total"] == pytest.approx(100.0) and all(result[k] == pytest.approx(100.0) for k in train.AP_COLUMNS)
 
@@ -269,7 +272,7 @@ PAPER_CONFIGS = [
 
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
 def test_paper_configs_have_the_official_hyper_parameters(name):
-    cfg = engine.load_config(CONFIGS / f"{name}.yaml")
+    cfg = load_config(CONFIGS / f"{name}.yaml")
     t = cfg["train"]
     assert (t["optimizer"], t["lr"], t["weight_decay"], t["epochs"], t["milestones"], t["gamma"]) == (
         "adamw", 5e-5, 0.01, 20, [11, 16], 0.1)  # fmt: skip
@@ -285,22 +288,22 @@ def test_paper_configs_have_the_official_hyper_parameters(name):
 
 def test_config_overrides_and_unknown_keys():
     sets = ["train.lr=1e-4", "frames=[-2,-1,0,1,2]", "loss.variant=mmpose"]
-    cfg = engine.load_config(CONFIGS / "cpu_tiny.yaml", sets)
+    cfg = load_config(CONFIGS / "cpu_tiny.yaml", sets)
     assert cfg["train"]["lr"] == 1e-4 and cfg["frames"] == [-2, -1, 0, 1, 2] and cfg["loss"]["variant"] == "mmpose"
     with pytest.raises(KeyError, match="train.lrr"):
-        engine.load_config(CONFIGS / "cpu_tiny.yaml", ["train.lrr=1"])
+        load_config(CONFIGS / "cpu_tiny.yaml", ["train.lrr=1"])
     with pytest.raises(KeyError, match="std_mod"):
-        engine.load_config(CONFIGS / "cpu_tiny.yaml", ["std_mod=coupled"])
+        load_config(CONFIGS / "cpu_tiny.yaml", ["std_mod=coupled"])
 
 
 def test_epoch_sampler_shards_and_resumes():
-    full = [i for _, i in engine.EpochSampler(10, seed=3)]
+    full = [i for _, i in EpochSampler(10, seed=3)]
     assert sorted(full) == list(range(10))
-    s = engine.EpochSampler(10, seed=3)
+    s = EpochSampler(10, seed=3)
     s.set_epoch(0, start=4)
     assert [i for _, i in s] == full[4:] and len(s) == 6
-    ranks = [[i for _, i in engine.EpochSampler(10, seed=3, rank=r, world_size=3)] for r in range(3)]
+    ranks = [[i for _, i in EpochSampler(10, seed=3, rank=r, world_size=3)] for r in range(3)]
     assert all(len(r) == 4 for r in ranks) and set(sum(ranks, [])) == set(range(10))
-    e1 = engine.EpochSampler(10, seed=3)
+    e1 = EpochSampler(10, seed=3)
     e1.set_epoch(1)
     assert [i for _, i in e1] != full
