@@ -286,8 +286,9 @@ class LocalAwarenessBlock(nn.Module):
             implementation is the whole-block kernel (one launch for LN, QKV, attention, projection,
             MLP and both residuals). None (default): on CUDA in eval mode, when dispatch picks the
             kernel for the call (:func:`stattn.nn.fused.fusion_reasons` says why not), and in
-            inference without autograd elsewhere, where the op's composed path computes what the
-            modules compute without their per-module call overhead; True: on every
+            inference without autograd elsewhere (float32 on a CPU: the native C block; otherwise
+            the op's composed path, what the modules compute without their per-module call
+            overhead); True: on every
             call (training without dropout included), with ``backend`` (or ``STATTN_BACKEND``) choosing
             the op's implementation, default ``"triton"``, and a call it cannot run raises; False:
             never. Gradients through the kernel come from recomputing the op's reference.
@@ -392,7 +393,7 @@ class LocalAwarenessBlock(nn.Module):
             weights, meta = _fused.block_weights(self), _fused.op_meta(self)
             chosen = ops.which_backend("local_block", x, weights, backend=self.attn.backend, **meta)
             return chosen == "triton", chosen
-        # inference elsewhere: one op call is the same arithmetic as the modules, minus their call overhead
+        # inference elsewhere: one op call (the C block on a CPU) is the modules' arithmetic without their overhead
         return not _fused.needs_autograd(self, x), self.attn.backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -41,10 +41,10 @@ def requested_backend(op: str, backend: str | None) -> Backend | None:
     return chosen
 
 
-#: Decisions for attention calls, by everything their reasons read: a B = 1 call should not re-derive
-#: them. Only successful decisions are kept (a native one means its kernel is built, and stays so).
+#: Decisions by everything the backends' reasons read: a B = 1 call should not re-derive them. Only
+#: successful decisions are kept (a native one means its kernel is built, and stays so).
 _DECIDED: dict[tuple, Backend] = {}
-_ATTENTION = ("temporal_attention", "grouped_attention")
+_META_KEYS = ("group_sizes", "kind", "window", "causal", "groups", "num_heads")  # hashable: tuples, ints
 
 
 def forget() -> None:
@@ -54,12 +54,14 @@ def forget() -> None:
 
 def choose(op: str, *inputs, backend: str | None = None, **meta) -> Backend:
     """The backend that will run ``op`` on ``inputs``; raises ``ValueError`` if a requested one cannot."""
-    if op not in _ATTENTION or torch.compiler.is_compiling():  # Dynamo traces the plain decision
+    if torch.compiler.is_compiling():  # Dynamo traces the plain decision
         return _choose(op, *inputs, backend=backend, **meta)
-    q = inputs[0]
+    x = inputs[0]  # q, or the block's x (the block's weights are checked to match it)
     env = os.environ
-    key = (op, backend, env.get("STATTN_BACKEND"), env.get("TRITON_INTERPRET"), q.device, q.dtype, q.shape[1:],
-           meta.get("group_sizes"))  # fmt: skip
+    key = (op, backend, env.get("STATTN_BACKEND"), env.get("TRITON_INTERPRET"), x.device, x.dtype, x.shape[1:],
+           *map(meta.get, _META_KEYS))  # fmt: skip
+    if op == "local_block":  # the whole-block kernel refuses autocast
+        key += (torch.is_autocast_enabled(x.device.type),)
     chosen = _DECIDED.get(key)
     if chosen is None:
         chosen = _DECIDED[key] = _choose(op, *inputs, backend=backend, **meta)

@@ -8,7 +8,7 @@ import stattn
 from stattn import ops
 from stattn.nn import LocalAwarenessBlock
 from stattn.nn.fused import block_weights, op_meta
-from stattn.ops import _dispatch, _library
+from stattn.ops import _dispatch, _library, native
 from stattn.skeletons import POSETRACK
 from stattn.testing import assert_close, make_inputs
 
@@ -47,15 +47,96 @@ def test_reference_is_the_unfused_block(kind, shape, kw):
         assert_close(a, b, 1e-12, name=f"gradient {i}")
 
 
-def test_cpu_default_is_the_reference_and_native_says_why_not(monkeypatch):
+def test_cpu_default_is_native_for_float32_and_the_reference_says_why_otherwise(monkeypatch):
     monkeypatch.delenv("STATTN_BACKEND", raising=False)
     blk = _block((1, 3, 5, 32), "temporal")
     x = _x((1, 3, 5, 32), dtype=torch.float32)
-    assert ops.which_backend("local_block", x, block_weights(blk), **op_meta(blk)) == "reference"
-    with pytest.raises(ValueError, match="backend 'native' cannot run this call: the native backend does not"):
-        ops.local_block(x, block_weights(blk), backend="native", **op_meta(blk))
     reasons = ops.backend_reasons("local_block", x, block_weights(blk), **op_meta(blk))
-    assert reasons["reference"] == [] and reasons["native"] == ["the native backend does not implement local_block"]
+    assert reasons["reference"] == []
+    if native.compiler():
+        assert reasons["native"] == []
+    want = "native" if native.compiler() else "reference"
+    assert ops.which_backend("local_block", x, block_weights(blk), **op_meta(blk)) == want
+    blk64 = copy.deepcopy(blk).double()
+    assert ops.which_backend("local_block", x.double(), block_weights(blk64), **op_meta(blk64)) == "reference"
+    with pytest.raises(ValueError, match="backend 'native' cannot run this call: dtype torch.float64 is not float32"):
+        ops.local_block(x.double(), block_weights(blk64), backend="native", **op_meta(blk64))
+
+
+# ------------------------------------------------------------------ the native (C) whole-block forward
+needs_cc = pytest.mark.skipif(native.compiler() is None, reason="no C compiler")
+RAGGED = ("temporal", (2, 4, 3, 20), {"num_heads": 4, "mlp_ratio": 2.5, "window": 2})  # C, HID not multiples of 8
+
+
+@needs_cc
+@pytest.mark.parametrize("kind,shape,kw", [*CASES, RAGGED])
+def test_native_local_block_matches_the_reference_with_gradients(kind, shape, kw):
+    """The C block (float32) against the float64 reference, values and the recomputed gradients."""
+    blk = _block(shape, kind, seed=9, **kw)
+    ref_blk = copy.deepcopy(blk).double()
+    x = _x(shape, seed=10)
+    want = ops.local_block(x.requires_grad_(), block_weights(ref_blk), backend="reference", **op_meta(ref_blk))
+    xf = x.detach().float().requires_grad_()
+    out = ops.local_block(xf, block_weights(blk), backend="native", **op_meta(blk))
+    assert out.dtype == torch.float32 and out.shape == xf.shape
+    assert_close(want, out)
+    with torch.no_grad():  # the eager fast path runs the same kernel
+        assert torch.equal(out.detach(), ops.local_block(xf, block_weights(blk), backend="native", **op_meta(blk)))
+    g = _x(shape, seed=11)
+    dx_ref, dw_ref = torch.autograd.grad(want, [x, ref_blk.mlp.fc2.weight], g)
+    dx, dw = torch.autograd.grad(out, [xf, blk.mlp.fc2.weight], g.float())
+    assert_close(dx_ref, dx, name="dx")
+    assert_close(dw_ref, dw, name="dfc2")
+
+
+@needs_cc
+def test_native_local_block_reads_strided_inputs_and_weights():
+    """A non-contiguous x and a transposed-view weight give the numbers of their contiguous copies."""
+    kind, shape, kw = CASES[0]
+    blk = _block(shape, kind, seed=12, **kw)
+    w = block_weights(blk)
+    w = w._replace(fc2_w=w.fc2_w.t().contiguous().t())  # same values, column-major
+    x = _x((shape[0], shape[2], shape[1], shape[3]), seed=13, dtype=torch.float32).transpose(1, 2)
+    out = ops.local_block(x, w, backend="native", **op_meta(blk))
+    want = ops.local_block(x.contiguous(), block_weights(blk), backend="native", **op_meta(blk))
+    assert torch.equal(out, want)
+
+
+@needs_cc
+@pytest.mark.parametrize("kind,shape,kw", CASES)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_native_local_block_keeps_a_bad_token_where_the_reference_puts_it(kind, shape, kw, value):
+    """A non-finite token reaches exactly the outputs the reference lets it reach; the others are those
+    of a clean run."""
+    blk = _block(shape, kind, seed=14, **kw)
+    x = _x(shape, seed=15, dtype=torch.float32)
+    bad = x.clone()
+    bad[(1,) + (0,) * (x.dim() - 3) + (2, 3)] = value
+    run = lambda t, backend: ops.local_block(t, block_weights(blk), backend=backend, **op_meta(blk))  # noqa: E731
+    with torch.no_grad():
+        clean, out, ref = run(x, "native"), run(bad, "native"), run(bad, "reference")
+    finite = torch.isfinite(ref)
+    assert not finite.all() and finite[0].all()
+    assert torch.equal(torch.isfinite(out), finite)
+    assert torch.equal(out[finite], clean[finite])
+
+
+@needs_cc
+def test_eval_block_on_the_cpu_is_one_native_call(monkeypatch):
+    """In inference a block hands itself to the op, which picks the C block for float32 CPU tensors."""
+    monkeypatch.delenv("STATTN_BACKEND", raising=False)
+    kind, shape, kw = CASES[2]
+    blk = randomize(LocalAwarenessBlock(shape[-1], kind, **kw), 16).eval()
+    x = _x(shape, seed=17, dtype=torch.float32)
+    calls = []
+    fwd, bwd = native.BACKEND.table["local_block"]
+    monkeypatch.setitem(native.BACKEND.table, "local_block", (lambda *a, **k: calls.append(1) or fwd(*a, **k), bwd))
+    with torch.no_grad():
+        out = blk(x)
+    assert calls == [1]
+    blk.fused = False
+    with torch.no_grad():
+        assert_close(blk(x).double(), out)
 
 
 @pytest.mark.parametrize(

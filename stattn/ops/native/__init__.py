@@ -103,7 +103,9 @@ def _build(heads: int, head_dim: int) -> ctypes.CDLL:
     lib.stattn_temporal_fwd.argtypes = [_P, _P, _P, _P, _I64, _I64, _I64, _P, _P, _P, _P, _I64, _P, ctypes.c_float]
     lib.stattn_grouped_fwd.argtypes = [_P, _P, _P, _P, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _I64, _I64,
                                        ctypes.c_float]  # fmt: skip
-    lib.stattn_temporal_fwd.restype = lib.stattn_grouped_fwd.restype = ctypes.c_int
+    lib.stattn_block_fwd.argtypes = [_P, _P, _I64, _I64, _I64, _I64, _P, ctypes.c_float, ctypes.c_float,
+                                     ctypes.c_float, _I64, _P, _P, _P, _P, _P, _I64, _I64]  # fmt: skip
+    lib.stattn_temporal_fwd.restype = lib.stattn_grouped_fwd.restype = lib.stattn_block_fwd.restype = ctypes.c_int
     return lib
 
 
@@ -134,7 +136,7 @@ class _NativeBackend(Backend):
     """C forward kernels for float32 CPU tensors; the backward is the reference's closed form."""
 
     name = "native"
-    ops = frozenset({"temporal_attention", "grouped_attention"})
+    ops = frozenset({"temporal_attention", "grouped_attention", "local_block"})
 
     def refusals(self, op, q, *inputs, automatic=False, **meta):
         out = []
@@ -142,7 +144,11 @@ class _NativeBackend(Backend):
             out.append(f"tensors are on {q.device.type}, the native backend is CPU-only")
         if q.dtype != torch.float32:
             out.append(f"dtype {q.dtype} is not float32")
-        heads, head_dim = q.shape[-2], q.shape[-1]
+        if op == "local_block":  # q is the block's input x [..., C]; the op has checked C % num_heads
+            heads = meta["num_heads"]
+            head_dim = q.shape[-1] // heads
+        else:
+            heads, head_dim = q.shape[-2], q.shape[-1]
         if heads * head_dim > MAX_CHANNELS:
             out.append(f"H * D = {heads * head_dim} > {MAX_CHANNELS}")
         if not out or compiler() is None:  # build only for a call it could run: the failure is then a reason
@@ -157,6 +163,7 @@ class _NativeBackend(Backend):
         return {
             "temporal_attention": (temporal_attention_fwd, temporal_attention_backward_reference),
             "grouped_attention": (grouped_attention_fwd, grouped_attention_backward_reference),
+            "local_block": (local_block_fwd, None),  # the op recomputes its reference for gradients
         }
 
 
@@ -239,3 +246,24 @@ def grouped_attention_fwd(q, k, v, group_index, group_sizes, scale) -> torch.Ten
                                   members.data_ptr(), starts.data_ptr(), sizes.data_ptr(), len(group_sizes), widest,
                                   scale))  # fmt: skip
     return out
+
+
+def local_block_fwd(x, weights, kind, window, causal, groups, num_heads, eps) -> torch.Tensor:
+    """Native whole-block forward on `[B, F, N, C]` (or `[B, N, C]`, grouped), float32 (the op has checked
+    the weights against x; the backend's reasons have built the kernel)."""
+    C = x.shape[-1]
+    lib = _loaded(num_heads, C // num_heads)
+    x = x.contiguous()
+    B, F, N = (x.shape[0], 1, x.shape[1]) if x.dim() == 3 else x.shape[:3]
+    weights = [None if t is None else t.contiguous() for t in weights]  # held until the call returns
+    ptrs = (ctypes.c_void_p * 12)(*(None if t is None else t.data_ptr() for t in weights))
+    if kind == "temporal":
+        qf, _, _, allowed = _temporal_tables(F, window, causal, None)
+        tables = (0, qf.data_ptr(), allowed, None, None, None, 0, 0)
+    else:
+        members, starts, sizes, widest = _group_tables(tuple(i for g in groups for i in g), tuple(map(len, groups)))
+        tables = (1, None, None, members.data_ptr(), starts.data_ptr(), sizes.data_ptr(), len(groups), widest)
+    y = torch.empty_like(x)
+    _check(lib.stattn_block_fwd(x.data_ptr(), y.data_ptr(), B, F, N, weights[8].shape[0], ptrs, eps[0], eps[1],
+                                (C // num_heads) ** -0.5, *tables))  # fmt: skip
+    return y

@@ -207,3 +207,155 @@ int stattn_grouped_fwd(const float *q, const float *k, const float *v, float *ou
     }
     return failed;
 }
+
+/* ------------------------------------------------------------------------------------ whole block
+ * The local_block op: y = x1 + fc2(gelu(fc1(LN2(x1)))) with x1 = x + proj(attn(LN1(x))), on the
+ * T = B * F * N token rows of x (contiguous [T][C]); weights are PyTorch's (Linear: [out][in]
+ * row-major). At B = 1 a block is ~10 PyTorch calls of a few microseconds each around ~1 MFLOP of
+ * arithmetic: one C call does the same arithmetic with the row-wise steps in cache. */
+typedef float v8 __attribute__((vector_size(32)));
+
+static inline v8 load8(const float *p) {
+    v8 x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+static inline float hsum8(v8 a) { return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])); }
+
+static inline float dot(const float *restrict a, const float *restrict b, int64_t n) {
+    v8 s = {};
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) s += load8(a + c) * load8(b + c);
+    float t = hsum8(s);
+    for (; c < n; ++c) t += a[c] * b[c];
+    return t;
+}
+
+typedef int32_t vi8 __attribute__((vector_size(32)));
+
+/* [sum(s[0]), ..., sum(s[7])]: eight horizontal sums in one transpose-and-add tree (7 adds), where
+ * eight separate reductions would cost ~8 times as many instructions. */
+static inline v8 hsum8x8(const v8 *s) {
+    const vi8 even = {0, 8, 2, 10, 4, 12, 6, 14}, odd = {1, 9, 3, 11, 5, 13, 7, 15};
+    const vi8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const vi8 lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+    v8 t[4], u[2];
+    for (int i = 0; i < 4; ++i)
+        t[i] = __builtin_shuffle(s[2 * i], s[2 * i + 1], even) + __builtin_shuffle(s[2 * i], s[2 * i + 1], odd);
+    for (int i = 0; i < 2; ++i)
+        u[i] = __builtin_shuffle(t[2 * i], t[2 * i + 1], lo2) + __builtin_shuffle(t[2 * i], t[2 * i + 1], hi2);
+    return __builtin_shuffle(u[0], u[1], lo4) + __builtin_shuffle(u[0], u[1], hi4);
+}
+
+/* out[r][j] = in[r] . w[j] + bias[j] (+ add[r][j]) for r < rows, j < cout (bias, add: or NULL): eight
+ * output channels at a time, eight accumulators sharing each load of the input row, reduced together. */
+static void linear_rows(const float *restrict in, int64_t rows, int64_t cin, const float *restrict w,
+                        const float *restrict bias, int64_t cout, const float *restrict add, float *restrict out) {
+#pragma omp parallel for schedule(static) if (rows * cout * cin > 16 * PARALLEL_GRAIN)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *restrict a = in + r * cin;
+        float *restrict o = out + r * cout;
+        int64_t j = 0;
+        for (; j + 8 <= cout; j += 8) {
+            const float *wj = w + j * cin;
+            v8 s[8] = {};
+            int64_t c = 0;
+            for (; c + 8 <= cin; c += 8) {
+                const v8 x = load8(a + c);
+                for (int64_t i = 0; i < 8; ++i) s[i] += x * load8(wj + i * cin + c);
+            }
+            v8 sum = hsum8x8(s);
+            for (; c < cin; ++c)
+                for (int64_t i = 0; i < 8; ++i) sum[i] += a[c] * wj[i * cin + c];
+            if (bias) sum += load8(bias + j);
+            if (add) sum += load8(add + r * cout + j);
+            memcpy(o + j, &sum, sizeof sum);
+        }
+        for (; j < cout; ++j) {
+            float t = dot(a, w + j * cin, cin);
+            if (bias) t += bias[j];
+            if (add) t += add[r * cout + j];
+            o[j] = t;
+        }
+    }
+}
+
+/* LayerNorm over each row's C channels (biased variance, as torch), then * w + b. */
+static void layer_norm_rows(const float *restrict x, int64_t rows, const float *restrict w, const float *restrict b,
+                            float eps, float *restrict out) {
+#pragma omp parallel for schedule(static) if (rows * C > PARALLEL_GRAIN)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *restrict xr = x + r * C;
+        float *restrict o = out + r * C;
+        v8 s = {};
+        int64_t c = 0;
+        for (; c + 8 <= C; c += 8) s += load8(xr + c);
+        float mean = hsum8(s);
+        for (; c < C; ++c) mean += xr[c];
+        mean /= (float)C;
+        for (c = 0; c < C; ++c) o[c] = xr[c] - mean;
+        const float var = dot(o, o, C) / (float)C;
+        const float inv = 1.f / sqrtf(var + eps);
+        for (c = 0; c < C; ++c) o[c] = o[c] * inv * w[c] + b[c];
+    }
+}
+
+/* In-place exact GELU, x / 2 (1 + erf(x / sqrt 2)), erf from Abramowitz & Stegun 7.1.26 (absolute
+ * error < 1.5e-7): erf(z) = 1 - t (a1 + t (a2 + ... a5 t)) e^(-z^2), t = 1 / (1 + p z), z >= 0, and
+ * erf(-z) = -erf(z). The exponent is never positive, so the softmax's exp serves; erf(+-inf) is exactly
+ * +-1 and NaN stays NaN, as in PyTorch's formula. */
+static inline vfloat gelu_v(vfloat x) {
+    const vfloat z = (vfloat)((vint)x & 0x7fffffff) * 0.70710678118654752f;
+    const vfloat t = 1.f / (1.f + 0.3275911f * z);
+    vfloat p = (vfloat){} + 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    const vfloat erf_abs = 1.f - p * t * exp_nonpos_v(-(z * z));
+    const vfloat erf = (vfloat)((vint)erf_abs | ((vint)x & (int32_t)0x80000000));
+    return 0.5f * x * (1.f + erf);
+}
+
+static void gelu_inplace(float *s, int64_t count) {
+#pragma omp parallel for schedule(static) if (count > PARALLEL_GRAIN)
+    for (int64_t y = 0; y < count; y += LANES) {
+        const int64_t n = count - y < LANES ? count - y : LANES;
+        vfloat x = {};
+        memcpy(&x, s + y, sizeof(float) * (size_t)n);
+        x = gelu_v(x);
+        memcpy(s + y, &x, sizeof(float) * (size_t)n);
+    }
+}
+
+/* The block on x [B, F, N, C] -> y (both contiguous). w: the 12 weights in BlockWeights order (qkv
+ * bias may be NULL); hidden: fc1's output channels. grouped == 0: temporal attention over the F
+ * frames of each token (qframes = 0..F-1, allowed [F][F] or NULL); grouped == 1: attention within the
+ * groups of each frame (members / starts / sizes as stattn_grouped_fwd). Returns 0, or 1 when scratch
+ * memory could not be allocated. */
+int stattn_block_fwd(const float *x, float *y, int64_t B, int64_t F, int64_t N, int64_t hidden,
+                     const float *const *w, float eps1, float eps2, float scale, int64_t grouped,
+                     const int64_t *qframes, const unsigned char *allowed, const int64_t *members,
+                     const int64_t *starts, const int64_t *sizes, int64_t num_groups, int64_t max_size) {
+    const int64_t T = B * F * N;
+    float *buf = (float *)malloc(sizeof(float) * (size_t)(T * (6 * C + hidden)));
+    if (!buf) return 1;
+    float *h = buf, *qkv = h + T * C, *o = qkv + T * 3 * C, *x1 = o + T * C, *m = x1 + T * C;
+    layer_norm_rows(x, T, w[0], w[1], eps1, h);
+    linear_rows(h, T, C, w[2], w[3], 3 * C, NULL, qkv);
+    const int64_t s[3] = {F * N * 3 * C, N * 3 * C, 3 * C}; /* q, k, v: views of the qkv rows */
+    const int failed = grouped ? stattn_grouped_fwd(qkv, qkv + C, qkv + 2 * C, o, B, F, N, s, s, s, members, starts,
+                                                    sizes, num_groups, max_size, scale)
+                               : stattn_temporal_fwd(qkv, qkv + C, qkv + 2 * C, o, B, F, N, s, s, s, qframes, F,
+                                                     allowed, scale);
+    if (!failed) {
+        linear_rows(o, T, C, w[4], w[5], C, x, x1);
+        layer_norm_rows(x1, T, w[6], w[7], eps2, h);
+        linear_rows(h, T, C, w[8], w[9], hidden, NULL, m);
+        gelu_inplace(m, T * hidden);
+        linear_rows(m, T, hidden, w[10], w[11], C, x1, y);
+    }
+    free(buf);
+    return failed;
+}
