@@ -1,5 +1,6 @@
 """The built wheel, installed non-editable, as a user gets it: every package file ships, LICENSE is in
-its metadata, and the native backend compiles from the installed ``kernels.c`` and matches the reference.
+its metadata, and the native backend (attention and whole block) compiles from the installed ``kernels.c``
+and matches the reference.
 
 The wheel is built from the files a clone has (git's tracked and unignored files) copied to a temporary
 folder, with this environment's setuptools (no network); it is installed with ``pip --target`` and run in
@@ -27,6 +28,7 @@ _RUN_NATIVE = r"""
 import json, os, sys
 from pathlib import Path
 import torch, stattn
+import stattn.nn, stattn.nn.fused
 from stattn.ops.reference import grouped_attention_reference, temporal_attention_reference
 from stattn.testing import assert_close, make_inputs
 
@@ -37,6 +39,13 @@ flat = ([i for g in stattn.POSETRACK.groups for i in g], [len(g) for g in stattn
 out_g = stattn.grouped_attention(q, k, v, stattn.POSETRACK.groups, backend="native")
 expected = grouped_attention_reference(*(t.double() for t in (q, k, v)), *flat)
 assert_close(expected.reshape(out_g.shape), out_g)
+block = stattn.nn.LocalAwarenessBlock(32, "temporal").eval()  # in inference: one native local_block call
+x = torch.randn(1, 3, 17, 32)
+with torch.no_grad():
+    assert stattn.ops.which_backend("local_block", x, stattn.nn.fused.block_weights(block),
+                                    **stattn.nn.fused.op_meta(block)) == "native"
+    assert_close(stattn.ops.local_block_reference(x.double(), stattn.nn.fused.block_weights(block.double()),
+                                                  **stattn.nn.fused.op_meta(block)), block.float()(x))
 cache = Path(os.environ["STATTN_CACHE_DIR"])
 print(json.dumps({"file": stattn.__file__, "version": stattn.__version__,
                   "built": sorted(p.name for p in cache.rglob("*.so"))}))
