@@ -238,6 +238,22 @@ def _view(persons):
     return persons, xy, has, score
 
 
+def frame_arrays(gf: Frame, pf: Frame, where: str):
+    """One labelled frame as poseval matches it: GT and predicted persons with joints, joints inside
+    the GT's ignore regions dropped, then persons left with no joint dropped.
+
+    Returns:
+        (GT persons kept, GT xy `[G, 15, 2]`, GT present `[G, 15]`, predicted xy `[P, 15, 2]`, predicted
+        present `[P, 15]`, predicted scores `[P, 15]`, NaN as given).
+    """
+    gt, gxy, ghas, _ = _view(gf.persons)
+    _, pxy, phas, psc = _view(pf.persons)
+    ghas, gkeep = _drop_ignored(gxy, ghas, gf.ignore_regions, where)
+    phas, pkeep = _drop_ignored(pxy, phas, gf.ignore_regions, where)
+    gt = [p for p, k in zip(gt, gkeep) if k]
+    return gt, gxy[gkeep], ghas[gkeep], pxy[pkeep], phas[pkeep], psc[pkeep]
+
+
 def _position(frame: Frame):
     """0-based frame position from the file name (8-digit names count from 1, 6-digit ones from 0)."""
     return None if frame.index is None else frame.index - _first_frame(frame.file_name)
@@ -277,12 +293,7 @@ def evaluate_videos(pairs) -> dict:
                 continue
             counts["frames"] += 1
             where = f"{gv.source}: frame {gf.file_name}"
-            gt, gxy, ghas, _ = _view(gf.persons)
-            pr, pxy, phas, psc = _view(pf.persons)
-            ghas, gkeep = _drop_ignored(gxy, ghas, gf.ignore_regions, where)
-            phas, pkeep = _drop_ignored(pxy, phas, gf.ignore_regions, where)
-            gt = [p for p, k in zip(gt, gkeep) if k]
-            gxy, ghas, pxy, phas, psc = gxy[gkeep], ghas[gkeep], pxy[pkeep], phas[pkeep], psc[pkeep]
+            gt, gxy, ghas, pxy, phas, psc = frame_arrays(gf, pf, where)
             nan = np.isnan(psc)
             issues.add("nan_score", (nan & phas).sum(), where)
             psc = np.where(nan, -np.inf, psc)  # ranked last, not first (numpy sorts NaN to the end)

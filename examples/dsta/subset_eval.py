@@ -23,35 +23,13 @@ import warnings
 
 import numpy as np
 from dsta.posetrack_eval import (
-    COLUMNS, MIN_SCORE, NUM_JOINTS, compute_rpc, head_size, load_pairs, match_frame, points_in_polygon, voc_ap,
+    COLUMNS, NUM_JOINTS, compute_rpc, frame_arrays, head_size, load_pairs, match_frame, voc_ap,
 )  # fmt: skip
 from dsta.posetrack_io import POSEVAL_NAMES, POSEVAL_TO_SLOT, AnnotationError
 
 __all__ = ["evaluate_subsets", "subset_ap"]
 
 _SLOTS = list(POSEVAL_TO_SLOT)  # poseval joint k is slot _SLOTS[k] of the 17-slot layout
-
-
-def _arrays(persons):
-    """poseval's view of a frame's persons: kept persons, `[N, 15, 2]` xy, `[N, 15]` present and scores."""
-    persons = [p for p in persons if p.has_points]
-    xy = np.array([p.keypoints[_SLOTS, :2] for p in persons]).reshape(-1, NUM_JOINTS, 2)
-    has = np.array([p.present[_SLOTS] for p in persons], dtype=bool).reshape(-1, NUM_JOINTS)
-    score = np.array([np.where(p.has_score[_SLOTS], p.scores[_SLOTS], MIN_SCORE) for p in persons])
-    return persons, xy, has, score.reshape(-1, NUM_JOINTS)
-
-
-def _ignore(xy, has, regions, where):
-    if not regions:
-        return has, np.ones(len(has), bool)
-    inside = np.zeros(len(xy) * NUM_JOINTS, bool)
-    for poly in regions:
-        try:
-            inside |= points_in_polygon(xy.reshape(-1, 2), poly)
-        except ValueError as e:
-            raise AnnotationError(f"{where}: {e}") from None
-    has = has & ~inside.reshape(has.shape)
-    return has, has.any(axis=1)
 
 
 def subset_ap(scores, labels, n_gt) -> dict:
@@ -95,12 +73,8 @@ def evaluate_subsets(gt, pred, subsets: dict[str, dict]) -> dict[str, dict]:
             if not gf.persons:
                 continue
             where = f"{gv.source}: frame {gf.file_name}"
-            gt_p, gxy, ghas, _ = _arrays(gf.persons)
-            _, pxy, phas, psc = _arrays(pf.persons)
-            ghas, gkeep = _ignore(gxy, ghas, gf.ignore_regions, where)
-            phas, pkeep = _ignore(pxy, phas, gf.ignore_regions, where)
-            gt_p = [p for p, k in zip(gt_p, gkeep) if k]
-            gxy, ghas, pxy, phas, psc = gxy[gkeep], ghas[gkeep], pxy[pkeep], phas[pkeep], psc[pkeep]
+            gt_p, gxy, ghas, pxy, phas, psc = frame_arrays(gf, pf, where)
+            psc = np.where(np.isnan(psc), -np.inf, psc)  # ranked last, as posetrack_eval ranks them
             if len(gt_p) and len(pxy):
                 if any(p.head_box is None for p in gt_p):
                     raise AnnotationError(f"{where}: a GT person has no head box ('bbox_head' or x1/y1/x2/y2)")

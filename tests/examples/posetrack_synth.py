@@ -111,3 +111,17 @@ def write_frames(root: Path, doc: dict, missing=(), width=320, height=240) -> No
         path = root / im["file_name"]
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 100])
+
+
+def write_dataset(root: Path) -> Path:
+    """`root` as a PoseTrack18 tree: 2 training sequences and 1 validation sequence of 5 frames x 2
+    persons each, with their images (the training tests' dataset)."""
+    rng = np.random.default_rng(0)
+    for split, names in (("train", ["000001_mpii_test", "000002_mpii_test"]), ("val", ["000003_mpii_test"])):
+        for name in names:
+            doc = random_sequence(rng, name, 5, 2)
+            for im in doc["images"]:
+                im["file_name"] = im["file_name"].replace("images/val/", f"images/{split}/")
+            write_doc(root / "annotations" / split, name, doc)
+            write_frames(root, doc)
+    return root

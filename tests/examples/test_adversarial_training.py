@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from .posetrack_synth import random_sequence, write_doc, write_frames
+from .posetrack_synth import write_dataset
 
 CONFIG = Path(__file__).resolve().parents[2] / "examples" / "dsta" / "configs" / "cpu_tiny.yaml"
 
@@ -30,14 +30,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "examples" / "dsta" / "configs" /
 def dataset(tmp_path_factory) -> Path:
     """2 training sequences, 1 validation sequence, 5 frames x 2 persons each (20 training clips)."""
     root = tmp_path_factory.mktemp("posetrack")
-    rng = np.random.default_rng(0)
-    for split, names in (("train", ["000001_mpii_test", "000002_mpii_test"]), ("val", ["000003_mpii_test"])):
-        for name in names:
-            doc = random_sequence(rng, name, 5, 2)
-            for im in doc["images"]:
-                im["file_name"] = im["file_name"].replace("images/val/", f"images/{split}/")
-            write_doc(root / "annotations" / split, name, doc)
-            write_frames(root, doc)
+    write_dataset(root)
     return root
 
 

@@ -95,3 +95,22 @@ def test_subsets_split_the_joints(split, tmp_path):
     assert r["left"]["Total"] == 100.0
     assert r["left"]["per_joint"]["head_top"] != r["left"]["per_joint"]["head_top"]  # NaN: no positives
     assert r["right"]["Shoulder"] < 100.0 and r["right"]["Head"] == 100.0
+
+
+
+def test_nan_scores_rank_last_as_in_poseval(split, tmp_path):
+    """A person predicted with NaN scores counts as if its scores were the lowest (posetrack_eval's
+    rule), not the highest."""
+    results = []
+    for name, value in (("nan", float("nan")), ("low", -1e30)):
+        pred = _predict(split, tmp_path / name, np.random.default_rng(1), noise=4.0)
+        for f in pred.glob("*.json"):
+            doc = json.loads(f.read_text())
+            first = doc["annotations"][0]["track_id"]
+            for a in doc["annotations"]:
+                if a["track_id"] == first:
+                    a["scores"] = [value] * 17
+            f.write_text(json.dumps(doc))
+        results.append(se.evaluate_subsets(split / "annotations" / "train", pred, {"all": _everything(split)})["all"])
+    for col in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total"):
+        assert results[0][col] == pytest.approx(results[1][col], abs=1e-9), col

@@ -19,7 +19,7 @@ from dsta import train
 import yaml
 from stattn.nn import RegressionOutput
 
-from .posetrack_synth import random_sequence, write_doc, write_frames
+from .posetrack_synth import write_dataset
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "dsta" / "configs"
 CHECKPOINT_KEYS = {"model", "config", "epoch", "step", "optimizer", "scheduler", "scaler", "rng", "best_metric",
@@ -31,14 +31,7 @@ def dataset(tmp_path_factory) -> Path:
     """2 training sequences and 1 validation sequence, 5 frames x 2 persons each, with images; and a
     detection file for the validation frames (each GT box at score 0.9, a junk box at 0.1)."""
     root = tmp_path_factory.mktemp("posetrack")
-    rng = np.random.default_rng(0)
-    for split, names in (("train", ["000001_mpii_test", "000002_mpii_test"]), ("val", ["000003_mpii_test"])):
-        for name in names:
-            doc = random_sequence(rng, name, 5, 2)
-            for im in doc["images"]:
-                im["file_name"] = im["file_name"].replace("images/val/", f"images/{split}/")
-            write_doc(root / "annotations" / split, name, doc)
-            write_frames(root, doc)
+    write_dataset(root)
     dets = []
     for f in (root / "annotations" / "val").glob("*.json"):
         for a in json.loads(f.read_text())["annotations"]:
