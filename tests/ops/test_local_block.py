@@ -68,25 +68,32 @@ needs_cc = pytest.mark.skipif(native.compiler() is None, reason="no C compiler")
 RAGGED = ("temporal", (2, 4, 3, 20), {"num_heads": 4, "mlp_ratio": 2.5, "window": 2})  # C, HID not multiples of 8
 
 
+def _against_the_reference(backend, kind, shape, kw, seed):
+    """`backend`'s local_block in float32 against the float64 reference: the values, the eager fast
+    path's values, and the gradients (which recompute the reference) of x and of every weight."""
+    blk = _block(shape, kind, seed=seed, **kw)
+    ref_blk = copy.deepcopy(blk).double()
+    x = _x(shape, seed=seed + 1)
+    want = ops.local_block(x.requires_grad_(), block_weights(ref_blk), backend="reference", **op_meta(ref_blk))
+    xf = x.detach().float().requires_grad_()
+    out = ops.local_block(xf, block_weights(blk), backend=backend, **op_meta(blk))
+    assert out.dtype == torch.float32 and out.shape == xf.shape
+    assert_close(want, out)
+    with torch.no_grad():  # the eager fast path runs the same implementation
+        assert torch.equal(out.detach(), ops.local_block(xf, block_weights(blk), backend=backend, **op_meta(blk)))
+    g = _x(shape, seed=seed + 2)
+    params = list(blk.parameters())
+    want_grads = torch.autograd.grad(want, [x, *ref_blk.parameters()], g)
+    grads = torch.autograd.grad(out, [xf, *params], g.float())
+    for i, (a, b) in enumerate(zip(want_grads, grads)):
+        assert_close(a, b, name=f"gradient {i}")
+
+
 @needs_cc
 @pytest.mark.parametrize("kind,shape,kw", [*CASES, RAGGED])
 def test_native_local_block_matches_the_reference_with_gradients(kind, shape, kw):
-    """The C block (float32) against the float64 reference, values and the recomputed gradients."""
-    blk = _block(shape, kind, seed=9, **kw)
-    ref_blk = copy.deepcopy(blk).double()
-    x = _x(shape, seed=10)
-    want = ops.local_block(x.requires_grad_(), block_weights(ref_blk), backend="reference", **op_meta(ref_blk))
-    xf = x.detach().float().requires_grad_()
-    out = ops.local_block(xf, block_weights(blk), backend="native", **op_meta(blk))
-    assert out.dtype == torch.float32 and out.shape == xf.shape
-    assert_close(want, out)
-    with torch.no_grad():  # the eager fast path runs the same kernel
-        assert torch.equal(out.detach(), ops.local_block(xf, block_weights(blk), backend="native", **op_meta(blk)))
-    g = _x(shape, seed=11)
-    dx_ref, dw_ref = torch.autograd.grad(want, [x, ref_blk.mlp.fc2.weight], g)
-    dx, dw = torch.autograd.grad(out, [xf, blk.mlp.fc2.weight], g.float())
-    assert_close(dx_ref, dx, name="dx")
-    assert_close(dw_ref, dw, name="dfc2")
+    """The C block: values; gradients recompute the reference."""
+    _against_the_reference("native", kind, shape, kw, seed=9)
 
 
 @needs_cc
@@ -224,15 +231,4 @@ def test_registry_lists_every_backend_once_in_preference_order():
 @pytest.mark.parametrize("kind,shape,kw", [CASES[1], CASES[3]])
 def test_triton_local_block_matches_the_reference_with_gradients(kind, shape, kw):
     """The whole-block kernel is the op's Triton implementation; its gradients recompute the reference."""
-    blk = _block(shape, kind, seed=5, **kw)
-    ref_blk = copy.deepcopy(blk).double()
-    x = _x(shape, seed=6)
-    want = ops.local_block(x.requires_grad_(), block_weights(ref_blk), backend="reference", **op_meta(ref_blk))
-    xf = x.detach().float().requires_grad_()
-    out = ops.local_block(xf, block_weights(blk), backend="triton", **op_meta(blk))
-    assert_close(want, out)
-    g = _x(shape, seed=7)
-    dx_ref, dw_ref = torch.autograd.grad(want, [x, ref_blk.mlp.fc1.weight], g)
-    dx, dw = torch.autograd.grad(out, [xf, blk.mlp.fc1.weight], g.float())
-    assert_close(dx_ref, dx, name="dx")
-    assert_close(dw_ref, dw, name="dfc1")
+    _against_the_reference("triton", kind, shape, kw, seed=5)
