@@ -224,7 +224,7 @@ def report(out="runs/experiments", doc=REPO / "docs" / "experiments.md") -> str:
     d, pre = protocol.DATA, protocol.PRETRAIN
     levels = ", ".join(f"{k} {v}" for k, v in protocol.LEVELS.items())
     md = [_HEADER.format(levels=levels, epochs=protocol.STAGE2_EPOCHS, pre_videos=pre["videos"],
-                         pre_diff=pre["difficulty"], **d),
+                         pre_diff=pre["difficulty"], timing=_timing(rows), **d),
           "## The benchmark: what each level asks (val split, data seed 0, `benchmark_stats.py`)", "",
           *_benchmark_lines(bench), "", _BENCH_NOTE, "",
           "## Results", "", "![AP against difficulty](experiments.png)", "",
@@ -239,6 +239,17 @@ def report(out="runs/experiments", doc=REPO / "docs" / "experiments.md") -> str:
     text = "\n".join(md) + "\n"
     doc.write_text(text, encoding="utf-8")
     return text
+
+
+def _timing(rows) -> str:
+    """What the runs cost, from their own times (one torch thread each)."""
+    done = [r for r in rows if not r.get("quick") and r.get("train_s")]
+    if not done:
+        return "No run has finished yet."
+    total = sum(float(r["train_s"]) for r in done) / 60
+    return (f"The {len(done)} runs took {total:.0f} minutes at one torch thread each (the CSV's `train_s`: "
+            f"training and its final validation, longer where the machine was shared), so about "
+            f"{total / 2 / 60:.1f} hours on 2 cores, two runs at a time, plus stage 1 (about a minute).")
 
 
 _HEADER = """# The paper in miniature, on synthetic video
@@ -282,8 +293,7 @@ bash scripts/demo.sh                                   # once: creates .venv wit
 .venv/bin/python examples/dsta/experiments.py report   # -> docs/experiments.md, .csv, .png
 ```
 
-(*) Estimated at about 1.5 hours on a quiet 2-core CPU from timed training steps (each run's own time is
-in the CSV). Per-run numbers, per-joint-group APs and timings: [experiments.csv](experiments.csv).
+(*) {timing} Per-run numbers, per-joint-group APs and timings: [experiments.csv](experiments.csv).
 """
 
 _BENCH_NOTE = """Motion is per joint and frame, over the person's PCKh@0.5 distance (half of poseval's head

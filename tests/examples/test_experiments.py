@@ -25,6 +25,7 @@ def test_quick_run_is_resumable_and_reports(tmp_path, capsys):
     text = sweep_report.report(out, doc)
     # quick runs never count as results: the tables say "not run"; the benchmark table is filled in
     assert "not run" in text and doc.with_suffix(".png").exists() and "| hard | 1.0 |" in text
+    assert "No run has finished yet." in text
     assert doc.with_suffix(".csv").read_text(encoding="utf-8").count("\n") == 1  # header only
 
 
@@ -48,6 +49,7 @@ def test_report_tables_and_verdicts(tmp_path):
     _fake(out, "hard", "td_only", [30.0, 31.0, 32.0])  # clearly worse than SD: reversed
     text = sweep_report.report(out, tmp_path / "experiments.md")
     assert "41.0 ± 1.0 (n=3)" in text and "31.0 ± 1.0 (n=3)" in text
+    assert "The 18 runs took 0 minutes at one torch thread each" in text  # 18 fakes of 1 s
     lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     ambiguous = next(v for k, v in lines.items() if k.startswith("temporal context helps"))
     assert ambiguous.rstrip(" |").endswith("holds") and "+20.0 ± 0.8" in ambiguous
