@@ -53,14 +53,14 @@ def report() -> str:
             for backend, reasons in refusals.items():
                 if backend != chosen and reasons:
                     lines.append(f"      not {backend}: {'; '.join(reasons)}")
-    lines += ["", "fused whole-block kernel (LocalAwarenessBlock / SpaceTimeDecoupling, eval mode, float32):"]
+    lines += ["", "the whole block as one op (LocalAwarenessBlock / SpaceTimeDecoupling in inference, float32):"]
     lines += [f"  {line}" for line in _fused_block_lines(devices)]
     return "\n".join(lines)
 
 
 def _fused_block_lines(devices: list[str]) -> list[str]:
-    """The ``local_block`` op's backend for a DSTA block, and whether a default (``fused=None``) block
-    in eval mode hands itself to it, per device."""
+    """The ``local_block`` op's backend for a DSTA block (what a default block runs in inference), and
+    whether the Triton whole-block kernel is that backend in eval mode, per device."""
     from .nn import LocalAwarenessBlock  # noqa: PLC0415
     from .nn.fused import block_weights, fusion_reasons, op_meta  # noqa: PLC0415
 
@@ -77,10 +77,10 @@ def _fused_block_lines(devices: list[str]) -> list[str]:
         out.append(f"local_block op {device:<5} -> {chosen}")
         out += [f"    not {b}: {'; '.join(r)}" for b, r in refusals.items() if b != chosen and r]
         if used:
-            out.append(f"{device:<5} -> used")
+            out.append(f"Triton whole-block kernel {device:<5} -> used in eval mode")
             continue
         reasons = fusion_reasons(block, x) or ["the default uses it on CUDA only (fused=True forces it)"]
-        out.append(f"{device:<5} -> not used: {'; '.join(reasons)}")
+        out.append(f"Triton whole-block kernel {device:<5} -> not used: {'; '.join(reasons)}")
     return out
 
 

@@ -112,3 +112,4 @@ def test_installed_wheel_runs_the_native_backend_like_the_reference(wheel, tmp_p
     info = subprocess.run([sys.executable, "-m", "stattn.info"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert info.returncode == 0, info.stderr[-3000:]
     assert re.search(r"temporal_attention\s+cpu\s+->\s+native", info.stdout), info.stdout
+    assert re.search(r"local_block op\s+cpu\s+->\s+native", info.stdout), info.stdout
