@@ -97,6 +97,28 @@ def test_native_local_block_matches_the_reference_with_gradients(kind, shape, kw
 
 
 @needs_cc
+@pytest.mark.parametrize("kind", ["temporal", "grouped"])
+def test_native_local_block_splits_large_inputs_across_threads(kind):
+    """[16, 5, 17, 32] is above every parallel grain of the C block (its row-wise steps and attention
+    run on torch's OpenMP threads): same numbers as the reference, on 2 threads as on 1."""
+    shape, kw = (16, 5, 17, 32), ({"groups": POSETRACK} if kind == "grouped" else {"window": 1})
+    blk = _block(shape, kind, seed=18, **kw)
+    x = _x(shape, seed=19, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            outs.append(ops.local_block(x, block_weights(blk), backend="native", **op_meta(blk)))
+    finally:
+        torch.set_num_threads(threads)
+    ref_blk = copy.deepcopy(blk).double()
+    want = ops.local_block(x.double(), block_weights(ref_blk), backend="reference", **op_meta(ref_blk))
+    assert_close(want, outs[1])
+    assert torch.equal(outs[0], outs[1])  # rows are split between threads, never a sum
+
+
+@needs_cc
 def test_native_local_block_reads_strided_inputs_and_weights():
     """A non-contiguous x and a transposed-view weight give the numbers of their contiguous copies."""
     kind, shape, kw = CASES[0]
