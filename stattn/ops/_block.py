@@ -143,6 +143,9 @@ def _check(op, x, weights, kind, window, causal, num_heads, eps) -> BlockWeights
         layout = "[B, F, N, C]" if kind == "temporal" else "[B, F, N, C] or [B, N, C]"
         raise ValueError(f"{op}: x must be {layout} for kind={kind!r}, got shape {tuple(x.shape)}")
     C = x.shape[-1]
+    empty = [d for d, size in zip("FNC" if x.dim() == 4 else "NC", x.shape[1:]) if size == 0]
+    if empty:
+        raise ValueError(f"{op}: dimension(s) {', '.join(empty)} of shape {tuple(x.shape)} are empty")
     if type(num_heads) is not int and (isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral)):
         raise ValueError(f"{op}: num_heads must be a positive int dividing the {C} channels, got {num_heads!r}")
     if num_heads <= 0 or C % num_heads:

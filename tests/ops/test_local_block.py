@@ -14,6 +14,7 @@ from stattn.testing import assert_close, make_inputs
 
 from ..nn.helpers import randomize
 
+needs_cc = pytest.mark.skipif(native.compiler() is None, reason="no C compiler")
 UNEQUAL = ((0, 4, 9), (1,), (2, 3, 5, 6, 7, 8, 10, 11, 12))
 CASES = [  # (kind, x shape, block kwargs)
     ("temporal", (2, 3, 5, 32), {}),
@@ -64,7 +65,6 @@ def test_cpu_default_is_native_for_float32_and_the_reference_says_why_otherwise(
 
 
 # ------------------------------------------------------------------ the native (C) whole-block forward
-needs_cc = pytest.mark.skipif(native.compiler() is None, reason="no C compiler")
 RAGGED = ("temporal", (2, 4, 3, 20), {"num_heads": 4, "mlp_ratio": 2.5, "window": 2})  # C, HID not multiples of 8
 
 
@@ -183,6 +183,16 @@ def test_bad_arguments_name_the_problem(change, message):
     meta = {**op_meta(blk), **change}
     with pytest.raises(ValueError, match=message):
         ops.local_block(_x((1, 3, 5, 32), dtype=torch.float32), block_weights(blk), **meta)
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("native", marks=needs_cc)])
+def test_empty_token_dims_are_refused_and_an_empty_batch_is_empty(backend):
+    blk = _block((1, 3, 5, 32), "temporal")
+    for shape, dims in (((1, 0, 5, 32), "F"), ((1, 3, 0, 32), "N")):
+        with pytest.raises(ValueError, match=f"local_block: dimension.s. {dims} of shape"):
+            ops.local_block(torch.zeros(shape), block_weights(blk), backend=backend, **op_meta(blk))
+    out = ops.local_block(torch.zeros(0, 3, 5, 32), block_weights(blk), backend=backend, **op_meta(blk))
+    assert out.shape == (0, 3, 5, 32)
 
 
 def test_bad_weights_name_the_weight():

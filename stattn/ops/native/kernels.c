@@ -339,6 +339,7 @@ int stattn_block_fwd(const float *x, float *y, int64_t B, int64_t F, int64_t N, 
                      const int64_t *qframes, const unsigned char *allowed, const int64_t *members,
                      const int64_t *starts, const int64_t *sizes, int64_t num_groups, int64_t max_size) {
     const int64_t T = B * F * N;
+    if (T == 0) return 0; /* an empty batch (malloc(0) may return NULL) */
     float *buf = (float *)malloc(sizeof(float) * (size_t)(T * (6 * C + hidden)));
     if (!buf) return 1;
     float *h = buf, *qkv = h + T * C, *o = qkv + T * 3 * C, *x1 = o + T * C, *m = x1 + T * C;
