@@ -6,12 +6,15 @@ cache. It is compiled once per (heads, head dim), the way Triton specialises a k
 into ``$STATTN_CACHE_DIR`` (default ``~/.cache/stattn``), atomically, and loaded with ctypes (calls
 release the GIL). Built with ``-fopenmp``, the kernel binds to the OpenMP runtime torch already loaded
 (same soname), so its loops run on torch's threads and honour ``torch.set_num_threads``; a compiler
-without OpenMP gets a serial build. The build happens while the dispatcher decides (``BACKEND.reasons``),
-so no compiler, or a failed build, is a refusal reason like any other: an automatic call goes to the
-next backend, a call that asked for ``backend="native"`` raises it, and ``python -m stattn.info``
-prints it. A chosen native call never runs something else.
+without OpenMP, or whose OpenMP build cannot load next to torch's runtime, gets a serial build. The
+build happens while the dispatcher decides (``BACKEND.reasons``), so no compiler, or a failed build,
+is a refusal reason like any other: an automatic call goes to the next backend, a call that asked
+for ``backend="native"`` raises it, and ``python -m stattn.info`` prints it. A chosen native call
+never runs something else.
 
-Forward only, float32 only: the backward of this backend is the reference's closed form.
+The same library holds the whole pre-norm block (``local_block``), so that at B = 1 a block is one C
+call instead of ~10 PyTorch calls. Forward only, float32 only: the attention backward is the
+reference's closed form, and the block's gradients recompute its reference.
 """
 from __future__ import annotations
 
@@ -99,7 +102,13 @@ def _build(heads: int, head_dim: int) -> ctypes.CDLL:
             _compile(cc, [*_FLAGS, "-fopenmp", *defines], target)
         except RuntimeError:  # e.g. Apple clang has no OpenMP: a serial kernel is still far faster
             _compile(cc, [*_FLAGS, *defines], target)
-    lib = ctypes.CDLL(str(target))
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError:  # e.g. a clang whose -fopenmp needs libomp's symbols, which torch's libgomp lacks
+        serial = target.with_name(f"{target.stem}_serial.so")
+        if not serial.exists():
+            _compile(cc, [*_FLAGS, *defines], serial)
+        lib = ctypes.CDLL(str(serial))
     lib.stattn_temporal_fwd.argtypes = [_P, _P, _P, _P, _I64, _I64, _I64, _P, _P, _P, _P, _I64, _P, ctypes.c_float]
     lib.stattn_grouped_fwd.argtypes = [_P, _P, _P, _P, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _I64, _I64,
                                        ctypes.c_float]  # fmt: skip

@@ -4,9 +4,10 @@
  * compile time (-DNUM_HEADS=H -DHEAD_DIM=D), the way a Triton constexpr specialises a kernel: with
  * trip counts of 4 or 8 known, every loop below vectorises without prologue/epilogue overhead.
  *
- * Both ops reduce to one routine on small contiguous blocks: the rows of one sequence (a joint's
- * frames, or a group's joints in one frame) are copied from the strided inputs into local buffers,
- * attended, and written back. Rows are `C = H * D` channels (a token's heads side by side).
+ * Both attention ops reduce to one routine on small contiguous blocks: the rows of one sequence (a
+ * joint's frames, or a group's joints in one frame) are copied from the strided inputs into local
+ * buffers, attended, and written back. Rows are `C = H * D` channels (a token's heads side by side).
+ * The whole block (stattn_block_fwd, at the end) runs its row-wise steps around the same routine.
  *
  * Strides are in elements, for dims (B, F, N); a token's H * D channels must be contiguous.
  */
@@ -211,7 +212,7 @@ int stattn_grouped_fwd(const float *q, const float *k, const float *v, float *ou
 /* ------------------------------------------------------------------------------------ whole block
  * The local_block op: y = x1 + fc2(gelu(fc1(LN2(x1)))) with x1 = x + proj(attn(LN1(x))), on the
  * T = B * F * N token rows of x (contiguous [T][C]); weights are PyTorch's (Linear: [out][in]
- * row-major). At B = 1 a block is ~10 PyTorch calls of a few microseconds each around ~1 MFLOP of
+ * row-major). At B = 1 a block is ~10 PyTorch calls of a few microseconds each around ~0.8 MFLOP of
  * arithmetic: one C call does the same arithmetic with the row-wise steps in cache. */
 typedef float v8 __attribute__((vector_size(32)));
 
@@ -232,20 +233,29 @@ static inline float dot(const float *restrict a, const float *restrict b, int64_
     return t;
 }
 
+/* Lane shuffles with constant indices: clang and GCC >= 12 have __builtin_shufflevector, older GCC
+ * only __builtin_shuffle (a mask vector). */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define SHUFFLE8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#endif
+#endif
+#ifndef SHUFFLE8
 typedef int32_t vi8 __attribute__((vector_size(32)));
+#define SHUFFLE8(a, b, ...) __builtin_shuffle(a, b, (vi8){__VA_ARGS__})
+#endif
 
 /* [sum(s[0]), ..., sum(s[7])]: eight horizontal sums in one transpose-and-add tree (7 adds), where
  * eight separate reductions would cost ~8 times as many instructions. */
 static inline v8 hsum8x8(const v8 *s) {
-    const vi8 even = {0, 8, 2, 10, 4, 12, 6, 14}, odd = {1, 9, 3, 11, 5, 13, 7, 15};
-    const vi8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
-    const vi8 lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
     v8 t[4], u[2];
-    for (int i = 0; i < 4; ++i)
-        t[i] = __builtin_shuffle(s[2 * i], s[2 * i + 1], even) + __builtin_shuffle(s[2 * i], s[2 * i + 1], odd);
-    for (int i = 0; i < 2; ++i)
-        u[i] = __builtin_shuffle(t[2 * i], t[2 * i + 1], lo2) + __builtin_shuffle(t[2 * i], t[2 * i + 1], hi2);
-    return __builtin_shuffle(u[0], u[1], lo4) + __builtin_shuffle(u[0], u[1], hi4);
+    for (int i = 0; i < 4; ++i) /* pairs of lanes: [s0 01, s1 01, s0 23, s1 23, ...] */
+        t[i] = SHUFFLE8(s[2 * i], s[2 * i + 1], 0, 8, 2, 10, 4, 12, 6, 14) +
+               SHUFFLE8(s[2 * i], s[2 * i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+    for (int i = 0; i < 2; ++i) /* quads: [s0 0-3, s1 0-3, s2 0-3, s3 0-3, s0 4-7, ...] */
+        u[i] = SHUFFLE8(t[2 * i], t[2 * i + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
+               SHUFFLE8(t[2 * i], t[2 * i + 1], 2, 3, 10, 11, 6, 7, 14, 15);
+    return SHUFFLE8(u[0], u[1], 0, 1, 2, 3, 8, 9, 10, 11) + SHUFFLE8(u[0], u[1], 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
 /* out[r][j] = in[r] . w[j] + bias[j] (+ add[r][j]) for r < rows, j < cout (bias, add: or NULL): eight
