@@ -224,6 +224,12 @@ def _group_tables(group_index: tuple[int, ...], group_sizes: tuple[int, ...]):
     return torch.tensor(group_index, dtype=torch.int64), torch.cumsum(sizes, 0) - sizes, sizes, max(group_sizes)
 
 
+@functools.lru_cache(maxsize=256)
+def _partition_tables(groups: tuple[tuple[int, ...], ...]):
+    """`_group_tables` of a block's partition (the op passes the same tuple every call)."""
+    return _group_tables(tuple(i for g in groups for i in g), tuple(map(len, groups)))
+
+
 def _loaded(heads: int, head_dim: int) -> ctypes.CDLL:
     lib = _LIBS.get((heads, head_dim))
     if lib is None:  # the dispatcher builds it before choosing this backend
@@ -270,7 +276,7 @@ def local_block_fwd(x, weights, kind, window, causal, groups, num_heads, eps) ->
         qf, _, _, allowed = _temporal_tables(F, window, causal, None)
         tables = (0, qf.data_ptr(), allowed, None, None, None, 0, 0)
     else:
-        members, starts, sizes, widest = _group_tables(tuple(i for g in groups for i in g), tuple(map(len, groups)))
+        members, starts, sizes, widest = _partition_tables(groups)
         tables = (1, None, None, members.data_ptr(), starts.data_ptr(), sizes.data_ptr(), len(groups), widest)
     y = torch.empty_like(x)
     _check(lib.stattn_block_fwd(x.data_ptr(), y.data_ptr(), B, F, N, weights[8].shape[0], ptrs, eps[0], eps[1],

@@ -224,6 +224,15 @@ static inline v8 load8(const float *p) {
 
 static inline float hsum8(v8 a) { return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])); }
 
+static inline float sum(const float *restrict a, int64_t n) {
+    v8 s = {};
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) s += load8(a + c);
+    float t = hsum8(s);
+    for (; c < n; ++c) t += a[c];
+    return t;
+}
+
 static inline float dot(const float *restrict a, const float *restrict b, int64_t n) {
     v8 s = {};
     int64_t c = 0;
@@ -298,23 +307,19 @@ static void layer_norm_rows(const float *restrict x, int64_t rows, const float *
     for (int64_t r = 0; r < rows; ++r) {
         const float *restrict xr = x + r * C;
         float *restrict o = out + r * C;
-        v8 s = {};
-        int64_t c = 0;
-        for (; c + 8 <= C; c += 8) s += load8(xr + c);
-        float mean = hsum8(s);
-        for (; c < C; ++c) mean += xr[c];
-        mean /= (float)C;
-        for (c = 0; c < C; ++c) o[c] = xr[c] - mean;
+        const float mean = sum(xr, C) / (float)C;
+        for (int64_t c = 0; c < C; ++c) o[c] = xr[c] - mean;
         const float var = dot(o, o, C) / (float)C;
         const float inv = 1.f / sqrtf(var + eps);
-        for (c = 0; c < C; ++c) o[c] = o[c] * inv * w[c] + b[c];
+        for (int64_t c = 0; c < C; ++c) o[c] = o[c] * inv * w[c] + b[c];
     }
 }
 
 /* In-place exact GELU, x / 2 (1 + erf(x / sqrt 2)), erf from Abramowitz & Stegun 7.1.26 (absolute
  * error < 1.5e-7): erf(z) = 1 - t (a1 + t (a2 + ... a5 t)) e^(-z^2), t = 1 / (1 + p z), z >= 0, and
  * erf(-z) = -erf(z). The exponent is never positive, so the softmax's exp serves; erf(+-inf) is exactly
- * +-1 and NaN stays NaN, as in PyTorch's formula. */
+ * +-1 and NaN stays NaN, so GELU(+inf) = +inf as the formula says (PyTorch's CPU kernel returns NaN:
+ * non-finite either way, in the same place). */
 static inline vfloat gelu_v(vfloat x) {
     const vfloat z = (vfloat)((vint)x & 0x7fffffff) * 0.70710678118654752f;
     const vfloat t = 1.f / (1.f + 0.3275911f * z);
